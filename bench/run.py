@@ -1,0 +1,209 @@
+"""leotwin benchmarks: measured side by side in one run, written to ``bench/results.md``.
+
+Usage: ``python bench/run.py [--tiny] [--out FILE]``. ``--tiny`` runs every benchmark once at a
+toy size (used by the test suite so no benchmark rots); the full run takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sgp4.api import SatrecArray
+
+import leotwin
+from leotwin.frames import enu_basis, geodetic_to_ecef
+from leotwin.timescale import split_julian_date
+
+EPOCH = "2022-10-07T00:00:00Z"
+
+
+@dataclass
+class Sizes:
+    prop_steps: int = 1440
+    prop_shells: slice = field(default_factory=lambda: slice(None))
+    vis_sites: int = 10_000
+    vis_steps: int = 10
+    dense_sites: int = 10_000
+    memory_hours: float = 24.0
+    repeats: int = 3
+
+
+TINY = Sizes(prop_steps=20, vis_sites=200, vis_steps=2, dense_sites=200, memory_hours=0.25,
+             repeats=1)
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_propagation(con, sizes: Sizes) -> list[dict]:
+    times = leotwin.time_grid(EPOCH, "2022-10-08T00:00:00Z", 86400 / sizes.prop_steps)[
+        : sizes.prop_steps]
+    jd, fr = split_julian_date(times)
+    arr = SatrecArray(con.satrecs)
+    n = len(con)
+    t_raw = best_of(lambda: arr.sgp4(jd, fr), sizes.repeats)
+    t_lt1 = best_of(lambda: leotwin.propagate(con, times, chunk_steps=240), sizes.repeats)
+    t_lt2 = best_of(lambda: leotwin.propagate(con, times, chunk_steps=240, workers=2),
+                    sizes.repeats)
+
+    from skyfield.api import EarthSatellite, load
+    from skyfield.framelib import itrs
+
+    ts = load.timescale(builtin=True)
+    sf_sats = [EarthSatellite.from_satrec(s, ts) for s in con.satrecs]
+    t_sf_times = ts.from_datetimes(pd.DatetimeIndex(times).tz_localize("UTC").to_pydatetime())
+
+    def skyfield_all():
+        for s in sf_sats:  # Skyfield's own idiom: loop over satellites, vector over time
+            s.at(t_sf_times).frame_xyz(itrs)
+
+    t_sf = best_of(skyfield_all, 1)
+    label = f"{n} sats × {times.size} steps"
+    return [
+        {"benchmark": "propagate", "case": f"raw SatrecArray.sgp4 (TEME only), {label}",
+         "seconds": t_raw, "ratio": 1.0, "ratio_to": "raw"},
+        {"benchmark": "propagate", "case": "leotwin.propagate → ECEF, 1 core", "seconds": t_lt1,
+         "ratio": t_lt1 / t_raw, "ratio_to": "raw", "target": "≤ 1.2"},
+        {"benchmark": "propagate", "case": "leotwin.propagate → ECEF, workers=2",
+         "seconds": t_lt2, "ratio": t_lt2 / t_raw, "ratio_to": "raw", "target": "≤ 0.7"},
+        {"benchmark": "propagate", "case": "Skyfield EarthSatellite.at().frame_xyz(itrs), loop "
+         "over satellites", "seconds": t_sf, "ratio": t_sf / t_lt1, "ratio_to": "leotwin 1 core",
+         "target": "≥ 4"},
+    ]
+
+
+def random_sites(n: int, seed: int = 1) -> pd.DataFrame:
+    """Uniform over the sphere between ±70° latitude (area-weighted), at sea level."""
+    rng = np.random.default_rng(seed)
+    lat = np.degrees(np.arcsin(rng.uniform(-np.sin(np.radians(70)), np.sin(np.radians(70)), n)))
+    return pd.DataFrame({"site": np.arange(n), "lat_deg": lat,
+                         "lon_deg": rng.uniform(-180, 180, n), "alt_m": 0.0})
+
+
+def dense_visible(r_ecef_km: np.ndarray, sites: pd.DataFrame, mask_deg: float) -> np.ndarray:
+    """Brute-force reference: elevation of every satellite from every site, one step."""
+    lat, lon, alt = (sites[c].to_numpy() for c in ("lat_deg", "lon_deg", "alt_m"))
+    site = geodetic_to_ecef(lat, lon, alt)
+    up = enu_basis(lat, lon)[:, 2, :]
+    d = r_ecef_km[None, :, :] - site[:, None, :]  # (n_site, n_sat, 3)
+    sin_el = np.einsum("ijk,ik->ij", d, up) / np.linalg.norm(d, axis=-1)
+    return sin_el >= np.sin(np.radians(mask_deg))
+
+
+def bench_visibility(con, sizes: Sizes) -> list[dict]:
+    times = leotwin.time_grid(EPOCH, "2022-10-07T01:00:00Z", 15.0)[: sizes.vis_steps]
+    pos = leotwin.propagate(con, times)
+    sites = random_sites(sizes.vis_sites)
+    t_vis = best_of(lambda: leotwin.visible(pos, sites, min_elevation_deg=25.0),
+                    sizes.repeats) / times.size
+    vis = leotwin.visible(pos, sites, min_elevation_deg=25.0)
+    dense_sites = sites.iloc[: sizes.dense_sites]
+    r0 = pos["r_ecef_km"].to_numpy()[0]
+    t0 = time.perf_counter()
+    dense = dense_visible(r0, dense_sites, 25.0)
+    t_dense = (time.perf_counter() - t0) * (len(sites) / len(dense_sites))
+    # The pruned answer must equal the dense one at step 0 (same sites).
+    pruned0 = vis.count.isel(time=0).to_numpy()[: len(dense_sites)]
+    assert np.array_equal(pruned0, dense.sum(axis=1)), "pruned visibility differs from dense"
+    pairs = len(vis.table) / times.size
+    case = f"{len(sites)} sites × {len(con)} sats, 25° mask, {pairs:,.0f} visible pairs/step"
+    return [
+        {"benchmark": "visible", "case": f"leotwin.visible (KD-tree pruning), {case}",
+         "seconds": t_vis, "ratio": 1.0, "ratio_to": "leotwin", "target": "≤ 0.050 s/step"},
+        {"benchmark": "visible", "case": "dense numpy, all sites × all sats"
+         + ("" if len(dense_sites) == len(sites) else
+            f" (measured on {len(dense_sites)} sites, scaled)"),
+         "seconds": t_dense, "ratio": t_dense / t_vis, "ratio_to": "leotwin"},
+    ]
+
+
+MEMORY_CHILD = """
+import resource, sys, leotwin
+con = leotwin.starlink_gen1("2022-10-07T00:00:00Z")
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+times = leotwin.time_grid("2022-10-07T00:00:00Z", "2022-10-07T00:00:00Z", 15.0)
+import numpy as np
+hours = float(sys.argv[1])
+times = times[0] + np.arange(int(hours * 240)).astype("timedelta64[s]") * 15
+n = 0
+for ds in leotwin.propagate_chunks(con, times):
+    n += ds.sizes["time"]
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(n, base, peak)
+"""
+
+
+def bench_memory(sizes: Sizes) -> list[dict]:
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(sizes.memory_hours)],
+                         capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - t0
+    steps, base_kib, peak_kib = (int(x) for x in out.stdout.split())
+    return [{"benchmark": "memory", "case": f"propagate_chunks starlink_gen1, "
+             f"{sizes.memory_hours:g} h at 15 s ({steps} steps): peak RSS of the whole process "
+             f"(after loading: {base_kib / 1024:.0f} MiB)", "seconds": seconds,
+             "peak_mib": peak_kib / 1024, "target": "< 1024 MiB"}]
+
+
+def write_markdown(rows: list[dict], path: Path, sizes: Sizes, tiny: bool) -> None:
+    lines = ["# leotwin benchmarks", "",
+             f"Written by `make bench` ({'TINY smoke run' if tiny else 'full run'}) on "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+             f"Python {platform.python_version()}, numpy {np.__version__}. "
+             "Every row of a group was measured in the same run, side by side.", ""]
+    lines += ["| benchmark | case | time | ratio | target |", "|---|---|---|---|---|"]
+    for r in rows:
+        if "peak_mib" in r:
+            val = f"{r['peak_mib']:.0f} MiB peak ({r['seconds']:.1f} s)"
+            ratio = ""
+        elif r["benchmark"] == "visible":
+            val = f"{r['seconds'] * 1000:.1f} ms/step"
+            ratio = f"{r['ratio']:.2f}× vs {r['ratio_to']}"
+        else:
+            val = f"{r['seconds']:.2f} s"
+            ratio = f"{r['ratio']:.2f}× vs {r['ratio_to']}"
+        lines.append(f"| {r['benchmark']} | {r['case']} | {val} | {ratio} | "
+                     f"{r.get('target', '')} |")
+    lines += ["", "Propagation ratios: leotwin rows are time ÷ raw `SatrecArray.sgp4`; the "
+              "Skyfield row is Skyfield ÷ leotwin (how many times faster leotwin is).",
+              "Visibility: dense row ratio = dense ÷ leotwin per step.", "",
+              "Raw JSON:", "", "```json", json.dumps(rows, indent=1, default=str), "```", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tiny", action="store_true", help="toy sizes, for the test suite")
+    p.add_argument("--out", type=Path, default=Path(__file__).with_name("results.md"))
+    args = p.parse_args(argv)
+    sizes = TINY if args.tiny else Sizes()
+    con = leotwin.starlink_gen1(EPOCH)
+    if args.tiny:
+        con = con.select(shell="gen1-3")
+    rows = bench_propagation(con, sizes)
+    rows += bench_visibility(leotwin.starlink_gen1(EPOCH), sizes)
+    rows += bench_memory(sizes)
+    write_markdown(rows, args.out, sizes, args.tiny)
+    print(args.out.read_text(encoding="utf-8").split("Raw JSON")[0])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""leotwin — a digital twin and control plane for a Starlink-like LEO broadband system.
+
+The curated public API is listed in ``__all__``; everything else is private and may change.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
+from .defaults import DEFAULTS, defaults_table
+from .frames import ecef_to_geodetic, geodetic_to_ecef, look_angles, teme_to_ecef
+from .geometry.passes import passes
+from .geometry.visibility import Visibility, coverage_summary, visible
+from .orbits.catalog import load_catalog, load_omm, load_tle, starlink_2022
+from .orbits.constellation import Constellation
+from .orbits.propagate import operational_mask, propagate, propagate_chunks
+from .orbits.shells import starlink_gen1, walker_shell
+from .orbits.tle import TLEError
+from .places import key_cities
+from .timescale import time_grid
+
+try:
+    __version__ = _version("leotwin")
+except _PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0+unknown"
+
+__all__ = [
+    "DEFAULTS",
+    "Constellation",
+    "TLEError",
+    "Visibility",
+    "__version__",
+    "coverage_summary",
+    "defaults_table",
+    "ecef_to_geodetic",
+    "geodetic_to_ecef",
+    "key_cities",
+    "load_catalog",
+    "load_omm",
+    "load_tle",
+    "look_angles",
+    "operational_mask",
+    "passes",
+    "propagate",
+    "propagate_chunks",
+    "starlink_2022",
+    "starlink_gen1",
+    "teme_to_ecef",
+    "time_grid",
+    "visible",
+    "walker_shell",
+]

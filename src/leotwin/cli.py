@@ -1,0 +1,175 @@
+"""The ``leotwin`` command line: a thin shell over the public API.
+
+Bad input (files, times, numbers) ends with a one-line error naming the file, line and field,
+and exit code 2. Anything that takes more than a second shows a progress bar on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .about import api_version_info
+from .geometry.passes import passes as compute_passes
+from .geometry.visibility import coverage_summary, visible
+from .orbits.catalog import load_catalog, starlink_2022
+from .orbits.propagate import positions_table, propagate_chunks
+from .orbits.tle import TLEError
+from .places import key_cities
+from .timescale import time_grid
+
+log = logging.getLogger("leotwin.cli")
+EXIT_USAGE = 2
+DEMO_CITIES = ["Kyiv", "Kharkiv", "Kherson", "Lviv", "Bakhmut"]
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit code 2."""
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total} steps"), TimeRemainingColumn(),
+                    console=console, transient=True)
+
+
+def _propagate_with_progress(con, times, console: Console, chunk_steps: int = 60):
+    """Propagate in chunks with a progress bar; returns the concatenated Dataset."""
+    import xarray as xr
+
+    parts = []
+    with _progress(console) as bar:
+        task = bar.add_task("propagating", total=int(times.size))
+        for ds in propagate_chunks(con, times, chunk_steps=chunk_steps):
+            parts.append(ds)
+            bar.advance(task, ds.sizes["time"])
+    return xr.concat(parts, dim="time") if len(parts) > 1 else parts[0]
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_demo(args, out: Console, err: Console) -> int:
+    con = starlink_2022()
+    times = time_grid(args.start, args.stop, args.step)
+    out.print(f"[bold]leotwin demo[/bold] — real Starlink element sets of autumn 2022 "
+              f"({len(con)} satellites, {con.n_elsets} element sets from the 2022-08-31 and "
+              f"2022-10-24 snapshots; {sum(con.filtered.values())} non-Starlink objects "
+              f"filtered)")
+    out.print(f"Window {np.datetime_as_string(times[0], 's')}Z … "
+              f"{np.datetime_as_string(times[-1], 's')}Z every {args.step:g} s "
+              f"({times.size} steps); elevation mask {args.min_elevation:g}°")
+    positions = _propagate_with_progress(con, times, err)
+    n_op = int(positions["operational"].any("time").sum())
+    out.print(f"{n_op} satellites operational (in their shell's altitude band) in this window")
+    sites = key_cities(DEMO_CITIES)
+    vis = visible(positions, sites, min_elevation_deg=args.min_elevation)
+    summary = coverage_summary(vis)
+    table = Table(title=f"Satellites visible above {args.min_elevation:g}°")
+    for col in ("city", "min", "mean", "max", "seconds with none"):
+        table.add_column(col, justify="left" if col == "city" else "right")
+    for row in summary.itertuples():
+        none = f"{row.seconds_with_none:.0f}"
+        table.add_row(str(row.site), str(row.min_visible), f"{row.mean_visible:.1f}",
+                      str(row.max_visible), none if row.seconds_with_none else "0 (always covered)")
+    out.print(table)
+    return 0
+
+
+def cmd_propagate(args, out: Console, err: Console) -> int:
+    path = Path(args.out)
+    if path.suffix.lower() not in (".parquet", ".nc"):
+        raise UserError(f"--out {args.out}: the file must end in .parquet or .nc")
+    con = load_catalog(Path(args.catalog), strict=not args.lenient)
+    times = time_grid(args.start, args.stop, args.step)
+    ds = _propagate_with_progress(con, times, err)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".nc":
+        ds.to_netcdf(path, engine="h5netcdf")
+    else:
+        positions_table(ds).to_parquet(path, index=False)
+    out.print(f"wrote {path} ({len(con)} satellites × {times.size} steps)")
+    return 0
+
+
+def cmd_passes(args, out: Console, err: Console) -> int:
+    con = load_catalog(Path(args.catalog), strict=not args.lenient)
+    table = compute_passes(con, (args.lat, args.lon, args.alt), args.start, args.stop,
+                           min_elevation_deg=args.min_elevation)
+    if args.out:
+        table.to_csv(args.out, index=False)
+        out.print(f"wrote {args.out} ({len(table)} passes)")
+        return 0
+    t = Table(title=f"Passes over {args.lat:.4f}, {args.lon:.4f} above {args.min_elevation:g}°")
+    for col in ("satellite", "rise (UTC)", "culmination", "max el °", "set", "duration s"):
+        t.add_column(col)
+    fmt = lambda x: "—" if str(x) == "NaT" else str(x)[:19]  # noqa: E731
+    for row in table.head(args.limit).itertuples():
+        t.add_row(str(row.name), fmt(row.rise_time), fmt(row.culmination_time),
+                  f"{row.max_elevation_deg:.1f}", fmt(row.set_time),
+                  "—" if np.isnan(row.duration_s) else f"{row.duration_s:.0f}")
+    out.print(t)
+    if len(table) > args.limit:
+        out.print(f"… {len(table) - args.limit} more (use --out FILE for all)")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="leotwin", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=api_version_info())
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="visibility over Ukrainian cities on 7 October 2022")
+    d.add_argument("--start", default="2022-10-07T12:00:00Z")
+    d.add_argument("--stop", default="2022-10-07T13:00:00Z")
+    d.add_argument("--step", type=float, default=15.0, help="step in seconds")
+    d.add_argument("--min-elevation", type=float, default=25.0, help="mask in degrees")
+    d.set_defaults(func=cmd_demo)
+
+    pr = sub.add_parser("propagate", help="propagate a TLE/OMM catalog to ECEF")
+    pr.add_argument("catalog", help="TLE file, or OMM .json/.csv")
+    pr.add_argument("--start", required=True)
+    pr.add_argument("--stop", required=True)
+    pr.add_argument("--step", type=float, default=60.0, help="step in seconds")
+    pr.add_argument("--out", required=True, help="output .parquet or .nc")
+    pr.add_argument("--lenient", action="store_true", help="skip bad records instead of failing")
+    pr.set_defaults(func=cmd_propagate)
+
+    pa = sub.add_parser("passes", help="rise/culmination/set table for one site")
+    pa.add_argument("catalog", help="TLE file, or OMM .json/.csv")
+    pa.add_argument("--lat", type=float, required=True, help="geodetic latitude, degrees")
+    pa.add_argument("--lon", type=float, required=True, help="longitude, degrees east")
+    pa.add_argument("--alt", type=float, default=0.0, help="height above WGS84, metres")
+    pa.add_argument("--start", required=True)
+    pa.add_argument("--stop", required=True)
+    pa.add_argument("--min-elevation", type=float, default=25.0)
+    pa.add_argument("--limit", type=int, default=20, help="rows to print")
+    pa.add_argument("--out", help="write all passes to this CSV")
+    pa.add_argument("--lenient", action="store_true")
+    pa.set_defaults(func=cmd_passes)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    out, err = Console(), Console(stderr=True)
+    try:
+        return args.func(args, out, err)
+    except (TLEError, UserError, ValueError, KeyError, FileNotFoundError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        err.print(f"leotwin {args.command}: error: {msg}", markup=False, highlight=False)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

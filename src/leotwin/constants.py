@@ -1,0 +1,27 @@
+"""Physical and geodetic constants, each defined once with its source.
+
+Units are in the names. Everything else in leotwin imports from here.
+"""
+
+from __future__ import annotations
+
+# WGS84 ellipsoid, NIMA TR8350.2 (3rd ed., 2000), Table 3.1.
+WGS84_A_KM = 6378.137
+WGS84_F = 1.0 / 298.257223563
+WGS84_B_KM = WGS84_A_KM * (1.0 - WGS84_F)
+WGS84_E2 = WGS84_F * (2.0 - WGS84_F)  # first eccentricity squared
+
+# WGS72 constants used by SGP4 (Vallado et al. 2006, AIAA 2006-6753, "wgs72" in getgravconst).
+WGS72_MU_KM3_S2 = 398600.8
+WGS72_RADIUS_KM = 6378.135
+
+# Speed of light in vacuum, exact by definition of the metre (SI brochure, 9th ed.).
+C_KM_S = 299792.458
+
+# Earth rotation rate used by Vallado's teme2ecef (AIAA 2006-6753, Appendix C), rad/s.
+EARTH_ROTATION_RAD_S = 7.29211514670698e-05
+
+# Time.
+SECONDS_PER_DAY = 86400.0
+JD_UNIX_EPOCH = 2440587.5  # Julian date of 1970-01-01T00:00:00 UTC
+JD_J2000 = 2451545.0  # Julian date of J2000.0 (2000-01-01T12:00:00 TT; used with UT1 by GMST82)

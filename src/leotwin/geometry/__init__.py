@@ -1,0 +1,1 @@
+"""Geometry over whole arrays: visibility of satellites from ground sites, passes."""
