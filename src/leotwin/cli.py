@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, out, err)
     except (TLEError, UserError, ValueError, KeyError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        err.print(f"leotwin {args.command}: error: {msg}", markup=False, highlight=False)
+        print(f"leotwin {args.command}: error: {msg}", file=sys.stderr)  # one line, unwrapped
         return EXIT_USAGE
 
 

@@ -71,19 +71,17 @@ def visible_pairs(r_sat_ecef_km: np.ndarray, valid: np.ndarray, site_ecef_km: np
     i = np.ascontiguousarray(m["i"]).astype(np.int64)
     j = ok[np.ascontiguousarray(m["j"])]
     d = np.ascontiguousarray(m["v"])
-    site_up = site_enu[:, 2, :]
-    p = flat.T  # (3, n) strided; gather per component
-    u = site_up.T
-    up_dot_site = (site_up * site_ecef_km).sum(axis=1)
-    s = p[0][j] * u[0][i]
-    s += p[1][j] * u[1][i]
-    s += p[2][j] * u[2][i]
-    s -= up_dot_site[i]
+    site_up = np.ascontiguousarray(site_enu[:, 2, :].T)  # (3, n_site), gathered per component
+    up_dot_site = (site_enu[:, 2, :] * site_ecef_km).sum(axis=1)
+    s = up_dot_site[i]
+    np.negative(s, out=s)
+    for k in range(3):
+        s += np.ascontiguousarray(flat[:, k])[j] * site_up[k][i]
     s /= d  # sine of the geodetic elevation
     keep = np.flatnonzero(s >= np.sin(np.radians(min_elevation_deg)))
     t_idx, sat_idx = np.divmod(j[keep], n_sat)
     site_idx = i[keep]
-    order = np.argsort((t_idx * n_site + site_idx) * n_sat + sat_idx, kind="stable")
+    order = _lexsort3(t_idx, site_idx, sat_idx, (n_t, n_site, n_sat))
     t_idx, site_idx, sat_idx = t_idx[order], site_idx[order], sat_idx[order]
     keep = keep[order]
     sin_el = s[keep]
@@ -95,6 +93,16 @@ def visible_pairs(r_sat_ecef_km: np.ndarray, valid: np.ndarray, site_ecef_km: np
         elevation_deg[near_zenith] = np.degrees(np.arctan2(enu[:, 2], np.hypot(enu[:, 0],
                                                                                 enu[:, 1])))
     return t_idx, site_idx, sat_idx, elevation_deg, d[keep]
+
+
+def _lexsort3(a: np.ndarray, b: np.ndarray, c: np.ndarray, sizes: tuple[int, int, int]):
+    """Order sorting by (a, b, c). Uses three stable 16-bit radix passes (linear time) when
+    every key fits, else one comparison sort of a combined key."""
+    if max(sizes) <= np.iinfo(np.uint16).max:
+        order = np.argsort(c.astype(np.uint16), kind="stable")
+        order = order[np.argsort(b[order].astype(np.uint16), kind="stable")]
+        return order[np.argsort(a[order].astype(np.uint16), kind="stable")]
+    return np.argsort((a * sizes[1] + b) * sizes[2] + c, kind="stable")
 
 
 def visible(positions: xr.Dataset, sites, *, min_elevation_deg: float | None = None,
