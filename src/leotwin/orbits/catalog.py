@@ -47,9 +47,6 @@ def _build(parsed: list[tuple[list[ElementSet], list[Rejected]]], include, exclu
     kept, counts = _filter(sets, include, exclude)
     if counts:
         log.info("%s: filtered out %s", label, ", ".join(f"{v} {k}" for k, v in counts.items()))
-    if rejected:
-        log.warning("%s: skipped %d bad record(s); first: line %d: %s", label, len(rejected),
-                    rejected[0].line, rejected[0].reason)
     if not kept:
         raise TLEError(f"{label}: no satellites left after filtering "
                        f"(include={include!r}, exclude={exclude!r}; {counts})")

@@ -26,7 +26,7 @@ import numpy as np
 from sgp4 import omm
 from sgp4.api import Satrec
 
-from .tle import ElementSet, Rejected, TLEError, read_text, split_lines
+from .tle import ElementSet, Rejected, TLEError, finish_parse, read_text, split_lines
 
 __all__ = ["parse_omm"]
 
@@ -267,10 +267,4 @@ def parse_omm(source: Any, *, strict: bool = True) -> tuple[list[ElementSet], li
             if strict:
                 raise error from None
             rejected.append(Rejected(line=number, reason=str(error)))
-    if not sets:
-        detail = f" ({len(rejected)} rejected; first: {rejected[0].reason})" if rejected else ""
-        raise TLEError(f"no element sets found{detail}", source=label)
-    if rejected:
-        logger.warning("%s: kept %d OMM records, rejected %d (first: %s)", label, len(sets),
-                       len(rejected), rejected[0].reason)
-    return sets, rejected
+    return finish_parse(sets, rejected, label, "OMM records")

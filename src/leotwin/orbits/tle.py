@@ -488,12 +488,18 @@ def parse_tle(source: Any, *, strict: bool = True,
             rejected.append(Rejected(line=exc.line if exc.line is not None else number,
                                      reason=str(exc)))
             index = _resync(content, max(index, start + 1))
+    return finish_parse(sets, rejected, label, "element sets")
+
+
+def finish_parse(sets: list[ElementSet], rejected: list[Rejected], label: str,
+                 what: str) -> tuple[list[ElementSet], list[Rejected]]:
+    """Common end of every parser: nothing valid is an error in any mode; log what was kept."""
     if not sets:
         detail = f" ({len(rejected)} rejected; first: {rejected[0].reason})" if rejected else ""
         raise TLEError(f"no element sets found{detail}", source=label)
     if rejected:
-        logger.warning("%s: kept %d element sets, rejected %d (first: %s)", label, len(sets),
+        logger.warning("%s: kept %d %s, rejected %d (first: %s)", label, len(sets), what,
                        len(rejected), rejected[0].reason)
     else:
-        logger.debug("%s: parsed %d element sets", label, len(sets))
+        logger.debug("%s: parsed %d %s", label, len(sets), what)
     return sets, rejected
