@@ -121,9 +121,10 @@ def ecef_to_geodetic(r_ecef_km: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     k = s + 1.0 / s + 1.0
     pp = f / (3.0 * k * k * g * g)
     q = np.sqrt(1.0 + 2.0 * e2 * e2 * pp)
-    r0 = -(pp * e2 * p) / (1.0 + q) + np.sqrt(
-        0.5 * a * a * (1.0 + 1.0 / q) - pp * (1.0 - e2) * zz / (q * (1.0 + q)) - 0.5 * pp * p * p
-    )
+    # Next to the polar axis the radicand tends to 0 and rounding can make it slightly negative.
+    r0 = -(pp * e2 * p) / (1.0 + q) + np.sqrt(np.maximum(
+        0.5 * a * a * (1.0 + 1.0 / q) - pp * (1.0 - e2) * zz / (q * (1.0 + q)) - 0.5 * pp * p * p,
+        0.0))
     t = (p - e2 * r0) ** 2
     u = np.sqrt(t + zz)
     v = np.sqrt(t + (1.0 - e2) * zz)
