@@ -48,7 +48,11 @@ def test_pruned_equals_brute_force(walker_positions, mask_deg):
     vis = leotwin.visible(walker_positions, sites, min_elevation_deg=mask_deg, chunk_steps=5)
     r = walker_positions["r_ecef_km"].to_numpy()
     ref = brute_force(r, np.ones(r.shape[:2], bool), sites, mask_deg)
-    got = vis.table
+    site_pos = {s: k for k, s in enumerate(sites["site"])}
+    key = (pd.Series(vis.table["time"]).rank(method="dense").to_numpy() * len(sites)
+           + vis.table["site"].map(site_pos).to_numpy())
+    assert np.all(np.diff(key) >= 0)  # ordered by time, then site
+    got = vis.table.assign(_k=key).sort_values(["_k", "sat"], kind="stable")
     assert len(got) == len(ref)
     np.testing.assert_array_equal(got["sat"], walker_positions["sat"].to_numpy()[ref["sat"]])
     np.testing.assert_array_equal(got["site"], sites["site"].to_numpy()[ref["site"]])
@@ -70,7 +74,10 @@ def test_real_constellation_matches_brute_force_with_operational_mask():
     r = pos["r_ecef_km"].to_numpy()
     ref = brute_force(r, pos["operational"].to_numpy(), sites, 25.0)
     assert len(vis.table) == len(ref) > 0
-    np.testing.assert_array_equal(vis.table["sat"], pos["sat"].to_numpy()[ref["sat"]])
+    site_pos = {s: k for k, s in enumerate(sites["site"])}
+    got = vis.table.assign(_s=vis.table["site"].map(site_pos)).sort_values(["time", "_s", "sat"])
+    np.testing.assert_array_equal(got["sat"], pos["sat"].to_numpy()[ref["sat"]])
+    np.testing.assert_allclose(got["elevation_deg"], ref["elevation_deg"], atol=1e-9)
     everything = leotwin.visible(pos, sites, operational_only=False)
     assert len(everything.table) > len(vis.table)
 

@@ -16,6 +16,7 @@ import pandas as pd
 import xarray as xr
 from scipy.spatial import cKDTree
 
+from ..constants import WGS84_A_KM
 from ..defaults import default
 from ..frames import enu_basis, geodetic_to_ecef
 from .sites import validate_sites
@@ -49,7 +50,7 @@ def visible_pairs(r_sat_ecef_km: np.ndarray, valid: np.ndarray, site_ecef_km: np
     ``r_sat_ecef_km`` ``(n_time, n_sat, 3)``, ``valid`` ``(n_time, n_sat)`` bool,
     ``site_ecef_km`` ``(n_site, 3)``, ``site_enu`` ``(n_site, 3, 3)`` (:func:`enu_basis`).
     Returns ``(t, site, sat, elevation_deg, range_km)`` index and value arrays, sorted by
-    time, site, sat.
+    time then site (within a site, in a deterministic order).
     """
     n_t, n_sat, _ = r_sat_ecef_km.shape
     n_site = site_ecef_km.shape[0]
@@ -58,7 +59,7 @@ def visible_pairs(r_sat_ecef_km: np.ndarray, valid: np.ndarray, site_ecef_km: np
     empty_i = np.empty(0, np.int64)
     if ok.size == 0:
         return empty_i, empty_i, empty_i, np.empty(0), np.empty(0)
-    pts = flat[ok]
+    pts = np.ascontiguousarray(flat[ok])
     r_sat_max = float(np.sqrt((pts**2).sum(axis=1).max()))
     r_site_min = float(np.sqrt((site_ecef_km**2).sum(axis=1).min()))
     if r_sat_max <= r_site_min:
@@ -68,53 +69,68 @@ def visible_pairs(r_sat_ecef_km: np.ndarray, valid: np.ndarray, site_ecef_km: np
     radius += _PRUNE_MARGIN_KM
     tree = site_tree if site_tree is not None else cKDTree(site_ecef_km)
     m = tree.sparse_distance_matrix(cKDTree(pts), radius, output_type="ndarray")
-    i = np.ascontiguousarray(m["i"]).astype(np.int64)
-    j = ok[np.ascontiguousarray(m["j"])]
-    d = np.ascontiguousarray(m["v"])
-    site_up = np.ascontiguousarray(site_enu[:, 2, :].T)  # (3, n_site), gathered per component
-    up_dot_site = (site_enu[:, 2, :] * site_ecef_km).sum(axis=1)
-    s = up_dot_site[i]
+    i = np.ascontiguousarray(m["i"])  # site
+    j = np.ascontiguousarray(m["j"])  # row of pts
+    d = np.ascontiguousarray(m["v"])  # range, km
+    # sin(elevation) = up · (r_sat − r_site) / range, gathered one component at a time.
+    site_up = np.ascontiguousarray(site_enu[:, 2, :].T)
+    s = (site_enu[:, 2, :] * site_ecef_km).sum(axis=1)[i]
     np.negative(s, out=s)
     for k in range(3):
-        s += np.ascontiguousarray(flat[:, k])[j] * site_up[k][i]
-    s /= d  # sine of the geodetic elevation
+        s += pts[:, k].copy()[j] * site_up[k][i]
+    s /= d
     keep = np.flatnonzero(s >= np.sin(np.radians(min_elevation_deg)))
-    t_idx, sat_idx = np.divmod(j[keep], n_sat)
-    site_idx = i[keep]
-    order = _lexsort3(t_idx, site_idx, sat_idx, (n_t, n_site, n_sat))
-    t_idx, site_idx, sat_idx = t_idx[order], site_idx[order], sat_idx[order]
-    keep = keep[order]
-    sin_el = s[keep]
+    # Order by (time, site) with two linear-time radix passes when the keys fit 16 bits.
+    pt_t, pt_sat = np.divmod(ok, n_sat)
+    key_t = pt_t[j[keep]]
+    key_site = i[keep]
+    if max(n_t, n_site) <= np.iinfo(np.uint16).max:
+        order = np.argsort(key_site.astype(np.uint16), kind="stable")
+        order = order[np.argsort(key_t[order].astype(np.uint16), kind="stable")]
+    else:
+        order = np.argsort(key_t * n_site + key_site, kind="stable")
+    sel = keep[order]
+    jj, ii = j[sel], i[sel]
+    sin_el = s[sel]
     elevation_deg = np.degrees(np.arcsin(np.clip(sin_el, -1.0, 1.0)))
     near_zenith = np.flatnonzero(sin_el > 0.99)  # arcsin loses precision there: use atan2
     if near_zenith.size:
-        jj, ii = j[keep][near_zenith], i[keep][near_zenith]
-        enu = np.einsum("pkx,px->pk", site_enu[ii], flat[jj] - site_ecef_km[ii])
+        jz, iz = jj[near_zenith], ii[near_zenith]
+        enu = np.einsum("pkx,px->pk", site_enu[iz], pts[jz] - site_ecef_km[iz])
         elevation_deg[near_zenith] = np.degrees(np.arctan2(enu[:, 2], np.hypot(enu[:, 0],
                                                                                 enu[:, 1])))
-    return t_idx, site_idx, sat_idx, elevation_deg, d[keep]
+    return pt_t[jj], ii, pt_sat[jj], elevation_deg, d[sel]
 
 
-def _lexsort3(a: np.ndarray, b: np.ndarray, c: np.ndarray, sizes: tuple[int, int, int]):
-    """Order sorting by (a, b, c). Uses three stable 16-bit radix passes (linear time) when
-    every key fits, else one comparison sort of a combined key."""
-    if max(sizes) <= np.iinfo(np.uint16).max:
-        order = np.argsort(c.astype(np.uint16), kind="stable")
-        order = order[np.argsort(b[order].astype(np.uint16), kind="stable")]
-        return order[np.argsort(a[order].astype(np.uint16), kind="stable")]
-    return np.argsort((a * sizes[1] + b) * sizes[2] + c, kind="stable")
+#: Candidate pairs per chunk: arrays of this size (a few MB each) stay in cache while they are
+#: filtered, gathered and sorted; measured fastest here (10,000 sites x 4,408 satellites).
+_PAIRS_PER_CHUNK = 300_000
+#: Satellite positions per chunk, bounding the KD-tree and memory for small site sets.
+_POINTS_PER_CHUNK = 2_000_000
+
+
+def _auto_chunk_steps(n_site: int, n_sat: int, mask_deg: float, r_sat_km: float) -> int:
+    """Time steps per chunk so a chunk yields about ``_PAIRS_PER_CHUNK`` candidates."""
+    r_e = WGS84_A_KM
+    e = np.radians(max(mask_deg, 0.0))
+    central = np.arccos(min(1.0, r_e * np.cos(e) / max(r_sat_km, r_e))) - e  # cap half-angle
+    expected = max(1.0, n_site * n_sat * (1.0 - np.cos(central)) / 2.0)
+    by_pairs = int(_PAIRS_PER_CHUNK // expected)
+    return int(max(1, min(by_pairs, _POINTS_PER_CHUNK // max(n_sat, 1))))
 
 
 def visible(positions: xr.Dataset, sites, *, min_elevation_deg: float | None = None,
-            operational_only: bool = True, chunk_steps: int = 32) -> Visibility:
+            operational_only: bool = True, chunk_steps: int | None = None) -> Visibility:
     """For every time step and site, the satellites at or above ``min_elevation_deg``.
 
     ``positions`` is a :func:`leotwin.propagate` Dataset; ``sites`` a table with ``site``,
     ``lat_deg``, ``lon_deg`` and optionally ``alt_m``. With ``operational_only`` (default) only
     satellites flagged ``operational`` count. Elevations are geodetic (WGS84 normal) and exact
     for every returned row; pruning only discards pairs that cannot reach the mask.
-    Returns a :class:`Visibility` with a sorted ``table`` (``time, site, sat, elevation_deg,
-    range_km``) and ``count`` ``(time, site)``.
+    ``chunk_steps`` (default: automatic, about 300,000 candidate pairs per chunk) trades
+    memory and cache locality; it does not change the result.
+    Returns a :class:`Visibility` with a ``table`` sorted by time and site (``time, site, sat,
+    elevation_deg, range_km``) and ``count`` ``(time, site)``.
     """
     mask = default("terminal_min_elevation_deg") if min_elevation_deg is None else float(
         min_elevation_deg)
@@ -130,9 +146,12 @@ def visible(positions: xr.Dataset, sites, *, min_elevation_deg: float | None = N
     valid_all = (positions["operational"].to_numpy() if operational_only
                  and "operational" in positions else np.ones(r_all.shape[:2], dtype=bool))
     n_t = times.size
+    if chunk_steps is None:
+        r_max = float(np.nanmax(np.linalg.norm(r_all[0].to_numpy(), axis=-1), initial=0.0))
+        chunk_steps = _auto_chunk_steps(len(sites), r_all.shape[1], mask, r_max)
     parts = []
     count = np.zeros((n_t, len(sites)), dtype=np.int32)
-    for a in range(0, n_t, max(1, int(chunk_steps))):  # bounded-memory chunks
+    for a in range(0, n_t, max(1, int(chunk_steps))):  # cache-sized chunks, see above
         b = min(a + chunk_steps, n_t)
         r = np.asarray(r_all[a:b].to_numpy(), dtype=np.float64)
         t_idx, site_idx, sat_idx, el, rng = visible_pairs(
@@ -141,7 +160,7 @@ def visible(positions: xr.Dataset, sites, *, min_elevation_deg: float | None = N
                                  minlength=(b - a) * len(sites)).reshape(b - a, len(sites))
         parts.append((t_idx + a, site_idx, sat_idx, el, rng))
     t_idx, site_idx, sat_idx, el, rng = (np.concatenate(x) for x in zip(*parts, strict=True))
-    table = pd.DataFrame({
+    table = pd.DataFrame(copy=False, data={
         "time": times[t_idx],
         "site": sites["site"].to_numpy()[site_idx],
         "sat": positions["sat"].to_numpy()[sat_idx],

@@ -9,6 +9,7 @@ creates a Python object per satellite in a hot path: propagation works on ``Satr
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -129,12 +130,12 @@ class Constellation:
         last = np.r_[np.flatnonzero(np.diff(self.elset_sat)), self.elset_sat.size - 1]
         return self.elset_epoch[last]
 
-    @property
+    @functools.cached_property
     def elset_mean_altitude_km(self) -> np.ndarray:
         """Per element set, the mean altitude (semi-major axis − WGS72 equatorial radius)."""
         return _mean_altitude_km(self.satrecs)
 
-    @property
+    @functools.cached_property
     def elset_inclination_deg(self) -> np.ndarray:
         return np.array([s.inclo for s in self.satrecs]) * (180.0 / np.pi)
 

@@ -72,34 +72,41 @@ def _propagate_block(constellation: Constellation, sats: slice, jd: np.ndarray, 
     ``out`` = ``(r_ecef_km, v_ecef_km_s, error, operational, elset_age_s)``, time-major.
     """
     out_r, out_v, out_e, out_op, out_age = (o[:, sats] for o in out)
-    idx = nearest_elset_index(constellation, times, sats)
-    n_t, n_s = idx.shape
     sat_ids = np.arange(len(constellation))[sats]
-    if (idx == idx[0]).all():  # the usual case: one element set per satellite in this chunk
-        e, r, v = SatrecArray([constellation.satrecs[i] for i in idx[0]]).sgp4(jd, fr)
+    if constellation.n_elsets == len(constellation):  # a single snapshot: no choice to make
+        idx = None
+        per_sat = np.searchsorted(constellation.elset_sat, sat_ids)
+    else:
+        idx = nearest_elset_index(constellation, times, sats)
+        per_sat = idx[0] if (idx == idx[0]).all() else None
+    n_t, n_s = len(times), sat_ids.size
+    if per_sat is not None:  # the usual case: one element set per satellite in this chunk
+        e, r, v = SatrecArray([constellation.satrecs[i] for i in per_sat]).sgp4(jd, fr)
         # SGP4 gives (sat, time, xyz); rotate and transpose tile by tile to stay in cache.
         for a in range(0, n_s, _SAT_TILE):
             b = min(a + _SAT_TILE, n_s)
             rotate_teme_to_ecef(r[a:b].transpose(1, 0, 2), v[a:b].transpose(1, 0, 2), cos_t,
                                 sin_t, out_r[:, a:b], out_v[:, a:b])
         out_e[...] = e.T
+        used = per_sat[None, :]  # broadcasts over time below
     else:  # some satellite switches element set inside the chunk: gather per step
-        used, col = np.unique(idx, return_inverse=True)
+        used_sets, col = np.unique(idx, return_inverse=True)
         col = col.reshape(idx.shape)
-        e, r, v = SatrecArray([constellation.satrecs[i] for i in used]).sgp4(jd, fr)
+        e, r, v = SatrecArray([constellation.satrecs[i] for i in used_sets]).sgp4(jd, fr)
         t_idx = np.arange(n_t)[:, None]
         rotate_teme_to_ecef(r[col, t_idx], v[col, t_idx], cos_t, sin_t, out_r, out_v)
         out_e[...] = e[col, t_idx]
+        used = idx
     bad = out_e != 0
     if bad.any():
         out_r[bad] = np.nan
         out_v[bad] = np.nan
-    alt = constellation.elset_mean_altitude_km[idx]
+    alt = constellation.elset_mean_altitude_km[used]
     centre = constellation.shell_altitude_km[sat_ids][None, :]
     with np.errstate(invalid="ignore"):
         out_op[...] = ~bad & (np.abs(alt - centre) <= band_km)
     ns = np.asarray(times, "datetime64[ns]").astype("int64")[:, None]
-    out_age[...] = (ns - constellation.elset_epoch.astype("int64")[idx]) / 1e9
+    out_age[...] = (ns - constellation.elset_epoch.astype("int64")[used]) / 1e9
 
 
 # --------------------------------------------------------------------------- parallel plumbing
