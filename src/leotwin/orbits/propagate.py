@@ -8,10 +8,10 @@ satellites across forked processes that write into shared memory, so results are
 from __future__ import annotations
 
 import logging
+import mmap
 import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import shared_memory
 
 import numpy as np
 import pandas as pd
@@ -116,44 +116,48 @@ _OUTPUTS = (("r_ecef_km", np.float64, (3,)), ("v_ecef_km_s", np.float64, (3,)),
             ("elset_age_s", np.float32, ()))
 
 
-def _empty_outputs(n_t: int, n_s: int, buffers=None) -> tuple[np.ndarray, ...]:
-    if buffers is None:
-        return tuple(np.empty((n_t, n_s, *tail), dtype) for _, dtype, tail in _OUTPUTS)
-    return tuple(np.ndarray((n_t, n_s, *tail), dtype, buf)
-                 for (_, dtype, tail), buf in zip(_OUTPUTS, buffers, strict=True))
+def _empty_outputs(n_t: int, n_s: int, *, shared: bool = False) -> tuple[np.ndarray, ...]:
+    """Output arrays; ``shared`` puts them in anonymous shared memory (``MAP_SHARED``), which
+    processes forked afterwards write into directly — no names, no copies, no pickling, and
+    the memory is freed with the last array that refers to it."""
+    arrays = []
+    for _, dtype, tail in _OUTPUTS:
+        shape = (n_t, n_s, *tail)
+        if shared:
+            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            buf = mmap.mmap(-1, max(nbytes, 1))
+            arrays.append(np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(
+                shape))
+        else:
+            arrays.append(np.empty(shape, dtype))
+    return tuple(arrays)
 
 
-_FORKED: dict = {}
+_FORKED: dict = {}  # what forked workers inherit: the constellation and the output arrays
 
 
 def _worker_block(args) -> None:
-    shm_names, shape, sats, jd, fr, times, cos_t, sin_t, band_km = args
-    handles = [shared_memory.SharedMemory(name=n) for n in shm_names]
-    try:
-        out = _empty_outputs(*shape, buffers=[h.buf for h in handles])
-        _propagate_block(_FORKED["constellation"], sats, jd, fr, times, cos_t, sin_t, out,
-                         band_km)
-        del out
-    finally:
-        for h in handles:
-            h.close()
+    rows, sats, jd, fr, times, cos_t, sin_t, band_km = args
+    out = tuple(o[rows] for o in _FORKED["out"])
+    _propagate_block(_FORKED["constellation"], sats, jd, fr, times, cos_t, sin_t, out, band_km)
 
 
 class _Engine:
-    """Runs blocks in this process (workers=1) or also in forked processes (workers>1).
+    """Propagates time chunks into ``out`` (arrays ``(rows, n_sat, ...)``).
 
-    With N workers this process computes one share of the satellites and N−1 forked processes
-    the others, all writing straight into shared memory; the constellation reaches the children
-    by fork (sgp4's Satrec cannot be pickled), so nothing large is ever pickled.
+    With ``workers=N`` this process computes one share of the satellites and N−1 forked
+    processes the others, all writing straight into ``out``, which must then come from
+    ``_empty_outputs(..., shared=True)``. The constellation reaches the children by fork
+    (sgp4's Satrec cannot be pickled), so nothing large is ever pickled.
     """
 
-    def __init__(self, constellation: Constellation, workers: int, max_steps: int,
-                 band_km: float | None):
+    def __init__(self, constellation: Constellation, workers: int, band_km: float | None,
+                 out: tuple[np.ndarray, ...]):
         self.con = constellation
+        self.out = out
         self.band_km = default("operational_band_km") if band_km is None else float(band_km)
         self.workers = max(1, int(workers))
         self.pool = None
-        self.shm: list[shared_memory.SharedMemory] = []
         if self.workers > 1:
             try:
                 ctx = multiprocessing.get_context("fork")
@@ -161,48 +165,32 @@ class _Engine:
                 log.warning("workers=%d needs the 'fork' start method; using 1", self.workers)
                 self.workers = 1
                 return
-            n = max_steps * len(constellation)
-            self.shm = [shared_memory.SharedMemory(
-                create=True, size=max(1, n * int(np.prod(tail, dtype=int)) * np.dtype(dt).itemsize))
-                for _, dt, tail in _OUTPUTS]
-            _FORKED["constellation"] = constellation
+            _FORKED.update(constellation=constellation, out=out)
             self.pool = ProcessPoolExecutor(self.workers - 1, mp_context=ctx)
 
-    def run(self, times: np.ndarray, out: tuple | None = None) -> tuple[np.ndarray, ...]:
-        """Propagate one chunk into ``out`` (views of the caller's arrays) or new arrays."""
-        n_t, n_s = len(times), len(self.con)
+    def run(self, times: np.ndarray, rows: slice) -> None:
+        """Propagate ``times`` into ``out[rows]``."""
         jd, fr = split_julian_date(times)
         theta = gmst82_rad(jd, fr)
         cos_t, sin_t = np.cos(theta), np.sin(theta)
-        if out is None:
-            out = _empty_outputs(n_t, n_s)
+        target = tuple(o[rows] for o in self.out)
         if self.pool is None:
-            _propagate_block(self.con, slice(None), jd, fr, times, cos_t, sin_t, out,
+            _propagate_block(self.con, slice(None), jd, fr, times, cos_t, sin_t, target,
                              self.band_km)
-            return out
-        shared = _empty_outputs(n_t, n_s, buffers=[h.buf for h in self.shm])
-        bounds = np.linspace(0, n_s, self.workers + 1).astype(int)
-        names = [h.name for h in self.shm]
-        futures = [self.pool.submit(_worker_block, (names, (n_t, n_s), slice(a, b), jd, fr, times,
-                                                    cos_t, sin_t, self.band_km))
+            return
+        bounds = np.linspace(0, len(self.con), self.workers + 1).astype(int)
+        futures = [self.pool.submit(_worker_block, (rows, slice(a, b), jd, fr, times, cos_t,
+                                                    sin_t, self.band_km))
                    for a, b in zip(bounds[1:-1], bounds[2:], strict=True)]
-        _propagate_block(self.con, slice(0, bounds[1]), jd, fr, times, cos_t, sin_t, shared,
+        _propagate_block(self.con, slice(0, bounds[1]), jd, fr, times, cos_t, sin_t, target,
                          self.band_km)
         for f in futures:
             f.result()
-        for dst, src in zip(out, shared, strict=True):
-            dst[...] = src
-        del shared
-        return out
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
             _FORKED.clear()
-        for h in self.shm:
-            h.close()
-            h.unlink()
-        self.shm = []
 
 
 # --------------------------------------------------------------------------- public API
@@ -277,11 +265,15 @@ def propagate_chunks(constellation: Constellation, times, *, chunk_steps: int | 
     """
     times = _as_times(times)
     step = _chunk_steps(chunk_steps)
-    engine = _Engine(constellation, workers, min(step, times.size), band_km)
+    rows = min(step, times.size)
+    buffers = _empty_outputs(rows, len(constellation), shared=workers > 1)
+    engine = _Engine(constellation, workers, band_km, buffers)
     try:
         for a in range(0, times.size, step):
             t = times[a:a + step]
-            yield _dataset(constellation, t, engine.run(t))
+            engine.run(t, slice(0, t.size))
+            # The buffers are reused for the next chunk: hand out copies.
+            yield _dataset(constellation, t, tuple(b[:t.size].copy() for b in buffers))
     finally:
         engine.close()
 
@@ -301,13 +293,12 @@ def propagate(constellation: Constellation, times, *, chunk_steps: int | None = 
     in chunks of ``chunk_steps``; ``workers=N`` splits satellites across N processes (fork).
     """
     times = _as_times(times)
-    n_t, n_s = times.size, len(constellation)
-    out = _empty_outputs(n_t, n_s)
+    out = _empty_outputs(times.size, len(constellation), shared=workers > 1)
     step = _chunk_steps(chunk_steps)
-    engine = _Engine(constellation, workers, min(step, n_t), band_km)
+    engine = _Engine(constellation, workers, band_km, out)
     try:
-        for a in range(0, n_t, step):
-            engine.run(times[a:a + step], tuple(o[a:a + step] for o in out))
+        for a in range(0, times.size, step):
+            engine.run(times[a:a + step], slice(a, a + step))
     finally:
         engine.close()
     return _dataset(constellation, times, out)
