@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -99,19 +100,27 @@ def cmd_propagate(args, out: Console, err: Console) -> int:
 
 def cmd_passes(args, out: Console, err: Console) -> int:
     con = load_catalog(Path(args.catalog), strict=not args.lenient)
-    table = compute_passes(con, (args.lat, args.lon, args.alt), args.start, args.stop,
-                           min_elevation_deg=args.min_elevation)
+    with _progress(err) as bar:
+        task = bar.add_task("finding passes", total=None)
+        table = compute_passes(con, (args.lat, args.lon, args.alt), args.start, args.stop,
+                               min_elevation_deg=args.min_elevation,
+                               progress=lambda done, total: bar.update(task, completed=done,
+                                                                       total=total))
     if args.out:
         table.to_csv(args.out, index=False)
         out.print(f"wrote {args.out} ({len(table)} passes)")
         return 0
-    t = Table(title=f"Passes over {args.lat:.4f}, {args.lon:.4f} above {args.min_elevation:g}°")
-    for col in ("satellite", "rise (UTC)", "culmination", "max el °", "set", "duration s"):
-        t.add_column(col)
-    fmt = lambda x: "—" if str(x) == "NaT" else str(x)[:19]  # noqa: E731
+    t = Table(title=f"Passes over {args.lat:.4f}°, {args.lon:.4f}° above "
+                    f"{args.min_elevation:g}° (UTC; — = outside the window)")
+    for col in ("satellite", "rise", "culmination", "max el", "set", "dur s"):
+        t.add_column(col, no_wrap=True)
+
+    def hms(x) -> str:
+        return "—" if pd.isna(x) else pd.Timestamp(x).strftime("%m-%d %H:%M:%S")
+
     for row in table.head(args.limit).itertuples():
-        t.add_row(str(row.name), fmt(row.rise_time), fmt(row.culmination_time),
-                  f"{row.max_elevation_deg:.1f}", fmt(row.set_time),
+        t.add_row(str(row.name), hms(row.rise_time), hms(row.culmination_time),
+                  f"{row.max_elevation_deg:.1f}", hms(row.set_time),
                   "—" if np.isnan(row.duration_s) else f"{row.duration_s:.0f}")
     out.print(t)
     if len(table) > args.limit:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -14,7 +16,8 @@ from ..timescale import time_grid
 
 def passes(constellation: Constellation, site, start, stop, *,
            min_elevation_deg: float | None = None, step_s: float = 10.0,
-           chunk_steps: int = 720) -> pd.DataFrame:
+           chunk_steps: int = 720,
+           progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """Passes of every satellite over one site between ``start`` and ``stop``.
 
     ``site`` is ``(lat_deg, lon_deg[, alt_m])`` or a mapping with those keys. Elevations are
@@ -23,6 +26,8 @@ def passes(constellation: Constellation, site, start, stop, *,
     parabola through the three samples around the maximum (errors well below a second for
     LEO at the default 10 s). A pass already under way at ``start`` or still under way at
     ``stop`` has ``NaT`` for the missing end and ``complete == False``.
+
+    ``progress(done_steps, total_steps)`` is called after each chunk, e.g. for a progress bar.
 
     Columns: ``sat, name, rise_time, rise_azimuth_deg, culmination_time, max_elevation_deg,
     set_time, set_azimuth_deg, duration_s, complete``; sorted by rise (or culmination) time.
@@ -36,6 +41,8 @@ def passes(constellation: Constellation, site, start, stop, *,
         az, el, _ = look_angles(ds["r_ecef_km"].to_numpy(), lat, lon, alt)
         el_parts.append(el)
         az_parts.append(az)
+        if progress is not None:
+            progress(sum(p.shape[0] for p in el_parts), times.size)
     el = np.concatenate(el_parts)  # (n_time, n_sat); NaN where SGP4 failed
     az = np.concatenate(az_parts)
     above = np.nan_to_num(el, nan=-90.0) >= mask

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sgp4.api import Satrec
+from sgp4.api import Satrec, SatrecArray
 
 from ..constants import WGS72_RADIUS_KM
 from ..defaults import default
@@ -179,6 +179,18 @@ class Constellation:
         if satnums is not None:
             mask &= np.isin(self.satnum, np.asarray(satnums, dtype=np.int64))
         return self._take(np.flatnonzero(mask))
+
+    def satrec_array(self, elset_index: np.ndarray) -> SatrecArray:
+        """``SatrecArray`` of the given element sets, cached: successive time chunks of a run
+        reuse it instead of rebuilding it from Python objects."""
+        key = np.asarray(elset_index, dtype=np.int64).tobytes()
+        cache = self.__dict__.setdefault("_satrec_arrays", {})
+        arr = cache.get(key)
+        if arr is None:
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            arr = cache[key] = SatrecArray([self.satrecs[i] for i in elset_index])
+        return arr
 
     def _take(self, sat_idx: np.ndarray) -> Constellation:
         new_index = np.full(len(self), -1, dtype=np.int64)

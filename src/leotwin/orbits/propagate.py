@@ -16,7 +16,6 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pandas as pd
 import xarray as xr
-from sgp4.api import SatrecArray
 
 from ..defaults import default
 from ..frames import gmst82_rad, rotate_teme_to_ecef
@@ -81,7 +80,7 @@ def _propagate_block(constellation: Constellation, sats: slice, jd: np.ndarray, 
         per_sat = idx[0] if (idx == idx[0]).all() else None
     n_t, n_s = len(times), sat_ids.size
     if per_sat is not None:  # the usual case: one element set per satellite in this chunk
-        e, r, v = SatrecArray([constellation.satrecs[i] for i in per_sat]).sgp4(jd, fr)
+        e, r, v = constellation.satrec_array(per_sat).sgp4(jd, fr)
         # SGP4 gives (sat, time, xyz); rotate and transpose tile by tile to stay in cache.
         for a in range(0, n_s, _SAT_TILE):
             b = min(a + _SAT_TILE, n_s)
@@ -92,7 +91,7 @@ def _propagate_block(constellation: Constellation, sats: slice, jd: np.ndarray, 
     else:  # some satellite switches element set inside the chunk: gather per step
         used_sets, col = np.unique(idx, return_inverse=True)
         col = col.reshape(idx.shape)
-        e, r, v = SatrecArray([constellation.satrecs[i] for i in used_sets]).sgp4(jd, fr)
+        e, r, v = constellation.satrec_array(used_sets).sgp4(jd, fr)
         t_idx = np.arange(n_t)[:, None]
         rotate_teme_to_ecef(r[col, t_idx], v[col, t_idx], cos_t, sin_t, out_r, out_v)
         out_e[...] = e[col, t_idx]
