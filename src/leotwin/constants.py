@@ -11,6 +11,10 @@ WGS84_F = 1.0 / 298.257223563
 WGS84_B_KM = WGS84_A_KM * (1.0 - WGS84_F)
 WGS84_E2 = WGS84_F * (2.0 - WGS84_F)  # first eccentricity squared
 
+# Mean radius R1 = (2a + b)/3 of the WGS84 ellipsoid (IUGG; Moritz 1980, Geodetic Reference
+# System 1980), for great-circle distances where a sphere is the convention (fibre routes).
+MEAN_EARTH_RADIUS_KM = 6371.0088
+
 # WGS72 constants used by SGP4 (Vallado et al. 2006, AIAA 2006-6753, "wgs72" in getgravconst).
 WGS72_MU_KM3_S2 = 398600.8
 WGS72_RADIUS_KM = 6378.135

@@ -42,6 +42,39 @@ DEFAULTS: dict[str, Default] = {
                 "bins of this width; the group's median mean altitude is its shell centre"),
         Default("propagation_chunk_steps", 240.0, "steps",
                 "assumption: 240 steps x 4,408 satellites keeps a chunk near 50 MB"),
+        # --- network (links, routing, scheduling)
+        Default("isl_atmosphere_margin_km", 80.0, "km",
+                "assumption used by Hypatia (Kassing et al., IMC 2020): a laser line of sight "
+                "must clear the Earth plus 80 km of atmosphere"),
+        Default("isl_max_range_km", 5016.0, "km",
+                "assumption: Hypatia's Starlink maximum ISL length (Kassing et al., IMC 2020)"),
+        Default("slot_s", 15.0, "s",
+                "public measurement studies of Starlink report terminal-satellite reassignment "
+                "on a 15 s grid; slot length given by the leotwin network issue"),
+        Default("processing_delay_ms", 0.1, "ms",
+                "assumption: per-hop processing/switching delay in each satellite and gateway"),
+        Default("fibre_refractive_index", 1.47, "",
+                "group index of standard single-mode fibre (light at c/1.47), as in the issue"),
+        Default("fibre_route_factor", 1.5, "",
+                "assumption: terrestrial fibre routes are ~1.5x the great-circle distance"),
+        Default("gateway_antennas", 8.0, "antennas",
+                "bundled gateway list (StarPerf, about late 2023) where given; 8 is its mode, "
+                "used as an assumption where a gateway has no count"),
+        Default("gateway_backhaul_gbps", 100.0, "Gbps",
+                "assumption: fibre backhaul per gateway site; not public"),
+        # --- capacity
+        Default("h3_resolution", 5.0, "",
+                "H3 resolution of user cells (res 5 ≈ 252 km² per cell), as in the issue"),
+        Default("beams_per_satellite", 8.0, "beams",
+                "assumption: user beams per Gen1 satellite; not public"),
+        Default("beam_capacity_mbps", 2500.0, "Mbit/s",
+                "assumption: 8 beams x 2.5 Gbit/s ≈ 20 Gbit/s per satellite, the order of "
+                "magnitude SpaceX has stated for a v1.x satellite"),
+        Default("terminal_demand_mbps", 100.0, "Mbit/s",
+                "assumption: busy-hour demand of an active terminal when no plan says otherwise"),
+        Default("terminal_min_mbps", 25.0, "Mbit/s",
+                "assumption: below this a terminal counts as congested when no plan says "
+                "otherwise"),
     ]
 }
 

@@ -19,6 +19,7 @@ import numpy as np
 from .constants import (
     EARTH_ROTATION_RAD_S,
     JD_J2000,
+    MEAN_EARTH_RADIUS_KM,
     SECONDS_PER_DAY,
     WGS84_A_KM,
     WGS84_B_KM,
@@ -174,3 +175,15 @@ def look_angles(r_sat_ecef_km: np.ndarray, lat_deg, lon_deg, alt_m):
     if scalar_site:
         return azimuth_deg[..., 0], elevation_deg[..., 0], range_km[..., 0]
     return azimuth_deg, elevation_deg, range_km
+
+
+def great_circle_km(lat1_deg, lon1_deg, lat2_deg, lon2_deg) -> np.ndarray:
+    """Great-circle distance on the mean-radius sphere (haversine), km; broadcasts.
+
+    For fibre-route lengths and light-time lower bounds, where a sphere is the convention; use
+    ECEF chords (``geodetic_to_ecef``) for line-of-sight geometry.
+    """
+    p1, p2 = np.radians(np.asarray(lat1_deg, float)), np.radians(np.asarray(lat2_deg, float))
+    dl = np.radians(np.asarray(lon2_deg, float) - np.asarray(lon1_deg, float))
+    h = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2.0 * MEAN_EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
