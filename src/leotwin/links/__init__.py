@@ -1,0 +1,1 @@
+"""Links: laser inter-satellite links (+Grid) and their feasibility and delay."""

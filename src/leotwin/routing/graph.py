@@ -1,0 +1,109 @@
+"""One sparse graph per time step and shortest paths from all PoPs in one call.
+
+Nodes are satellites ``0..n_sat-1``, then gateways, then PoPs. Edge weights are one-way delays
+in ms (propagation plus a fixed per-hop processing delay). A single multi-source Dijkstra
+(``scipy.sparse.csgraph.dijkstra`` with ``min_only=True``) gives, for every satellite, the
+delay to its nearest PoP and the predecessor tree; gateway, PoP and hop count of each
+satellite's path come from that tree by pointer jumping (O(n log depth), no per-node loop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import dijkstra
+
+_NO_PRED = -9999  # scipy's marker for "no predecessor"
+_MIN_WEIGHT_MS = 1e-9  # a zero weight would be read as "no edge" by csgraph
+
+
+@dataclass
+class SatRoutes:
+    """Per satellite at one step: best path to a PoP (NaN/−1 where none)."""
+
+    delay_ms: np.ndarray  # one-way, satellite → PoP, ms
+    gateway: np.ndarray  # gateway index (−1: none)
+    pop: np.ndarray  # PoP index (−1: none)
+    hops: np.ndarray  # space links from the satellite down to the gateway (≥ 1), 0 where none
+
+
+def _list_depth(pred: np.ndarray) -> np.ndarray:
+    """Number of edges from each node up to its root (list ranking by pointer jumping)."""
+    p = pred.copy()
+    d = (p >= 0).astype(np.int64)
+    active = np.flatnonzero(p >= 0)
+    while active.size:
+        q = p[active]
+        d[active], p[active] = d[active] + d[q], p[q]  # right-hand sides use the old values
+        active = active[p[active] >= 0]
+    return d
+
+
+def _first_marked_ancestor(pred: np.ndarray, marked: np.ndarray) -> np.ndarray:
+    """For every node, the nearest node on its path to the root (itself included) that is
+    ``marked``; −1 where there is none. Pointer jumping with labels."""
+    n = pred.size
+    label = np.where(marked, np.arange(n), -1)
+    p = pred.copy()
+    todo = np.flatnonzero((label < 0) & (p >= 0))
+    while todo.size:
+        anc = p[todo]
+        label[todo] = label[anc]
+        done = label[todo] >= 0
+        jump = todo[~done]
+        p[jump] = p[p[jump]]
+        todo = jump[p[jump] >= 0]
+    return label
+
+
+def sat_routes(n_sat: int, n_gw: int, n_pop: int, *, isl_edges: np.ndarray,
+               isl_delay_ms: np.ndarray, gw_sat_gw: np.ndarray, gw_sat_sat: np.ndarray,
+               gw_sat_delay_ms: np.ndarray, gw_pop: np.ndarray, gw_pop_delay_ms: np.ndarray,
+               gw_up: np.ndarray | None = None, processing_delay_ms: float = 0.0) -> SatRoutes:
+    """Shortest one-way delay from every satellite to the nearest PoP, at one time step.
+
+    Paths are PoP – fibre – gateway – feeder link – satellite – lasers – satellite: a gateway
+    is only ever the exit, not a relay between satellites.
+
+    ``isl_edges`` ``(n_isl, 2)`` usable laser links with ``isl_delay_ms``; feeder links
+    ``gw_sat_gw[k] ↔ gw_sat_sat[k]`` with ``gw_sat_delay_ms``; every gateway ``g`` reaches PoP
+    ``gw_pop[g]`` over fibre in ``gw_pop_delay_ms[g]`` unless ``gw_up[g]`` is False. Each link
+    adds ``processing_delay_ms``. Bent-pipe routing is the same call with no ISL edges.
+    """
+    gw_node = n_sat + np.arange(n_gw)
+    pop_node = n_sat + n_gw + np.arange(n_pop)
+    up = np.ones(n_gw, bool) if gw_up is None else np.asarray(gw_up, bool)
+    # Directed away from the PoPs: fibre PoP→gateway, feeder gateway→satellite, lasers both
+    # ways. A gateway is an exit to the Internet, never a relay between two satellites.
+    rows = np.concatenate([pop_node[gw_pop[up]], gw_node[gw_sat_gw], isl_edges[:, 0],
+                           isl_edges[:, 1]])
+    cols = np.concatenate([gw_node[up], gw_sat_sat, isl_edges[:, 1], isl_edges[:, 0]])
+    w = np.concatenate([gw_pop_delay_ms[up], gw_sat_delay_ms, isl_delay_ms, isl_delay_ms])
+    w = w + processing_delay_ms
+    n = n_sat + n_gw + n_pop
+    # One entry per (from, to), the lightest of parallel links (a sparse matrix would add
+    # duplicate entries up).
+    order = np.lexsort((w, cols, rows))
+    rows, cols, w = rows[order], cols[order], w[order]
+    first = np.r_[True, (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])]
+    rows, cols, w = rows[first], cols[first], w[first]
+    graph = coo_array((np.maximum(w, _MIN_WEIGHT_MS), (rows, cols)), shape=(n, n)).tocsr()
+    dist, pred, _sources = dijkstra(graph, directed=True, indices=pop_node,
+                                    return_predecessors=True, min_only=True)
+    pred = np.where(pred == _NO_PRED, -1, pred).astype(np.int64)
+    is_gw = np.zeros(n, bool)
+    is_gw[gw_node] = True
+    is_pop = np.zeros(n, bool)
+    is_pop[pop_node] = True
+    gw_of = _first_marked_ancestor(pred, is_gw)
+    pop_of = _first_marked_ancestor(pred, is_pop)
+    depth = _list_depth(pred)
+    reach = np.isfinite(dist[:n_sat]) & (gw_of[:n_sat] >= 0)
+    return SatRoutes(
+        delay_ms=np.where(reach, dist[:n_sat], np.nan),
+        gateway=np.where(reach, gw_of[:n_sat] - n_sat, -1),
+        pop=np.where(reach, pop_of[:n_sat] - n_sat - n_gw, -1),
+        hops=np.where(reach, depth[:n_sat] - 1, 0),  # minus the fibre edge PoP–gateway
+    )

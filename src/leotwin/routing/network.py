@@ -1,0 +1,290 @@
+"""The network at every time step: who serves each terminal, over which path, how fast.
+
+For each step: laser links of the +Grid that are usable, feeder links from every gateway to the
+satellites above its mask (at most one per gateway antenna, highest first), fibre from each
+gateway to its PoP; one multi-source shortest-path call from all PoPs; then every terminal is
+scheduled onto one satellite that has a path, on a fixed slot grid (``slot_s``): at a slot
+start by the policy (``max_elevation`` or ``least_loaded``), inside a slot the same satellite
+as long as it still has a path. Capacity is allocated per cell and beam afterwards
+(:mod:`leotwin.capacity`).
+
+Time steps are processed in a loop because the schedule carries state from one step to the
+next (the serving satellite, handovers) and each step needs its own graph; everything inside a
+step is vectorized over satellites, gateways and terminals.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import xarray as xr
+from scipy.spatial import cKDTree
+
+from ..constants import C_KM_S
+from ..defaults import default
+from ..frames import enu_basis, geodetic_to_ecef
+from ..geometry.visibility import visible_pairs
+from ..links.isl import isl_feasible, plus_grid_edges
+from .graph import sat_routes
+
+log = logging.getLogger(__name__)
+
+REASONS = ("", "no_satellite", "no_gateway_path")
+MODES = ("isl", "bent_pipe")
+POLICIES = ("max_elevation", "least_loaded")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Parameters of :func:`network_state`; ``None`` means the value in ``leotwin.DEFAULTS``."""
+
+    mode: str = "isl"
+    policy: str = "max_elevation"
+    terminal_min_elevation_deg: float | None = None
+    slot_s: float | None = None
+    processing_delay_ms: float | None = None
+    fibre_refractive_index: float | None = None
+    fibre_route_factor: float | None = None
+    isl_max_range_km: float | None = None
+    isl_atmosphere_margin_km: float | None = None
+    capacity: bool = True
+    capacity_policy: str = "greedy"
+    beams_per_satellite: int | None = None
+    beam_capacity_mbps: float | None = None
+    h3_resolution: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def resolved(self) -> NetworkConfig:
+        """A copy with every ``None`` replaced by its default, validated."""
+        names = {"terminal_min_elevation_deg", "slot_s", "processing_delay_ms",
+                 "fibre_refractive_index", "fibre_route_factor", "isl_max_range_km",
+                 "isl_atmosphere_margin_km", "beams_per_satellite", "beam_capacity_mbps",
+                 "h3_resolution"}
+        values = {n: (default(n) if getattr(self, n) is None else getattr(self, n))
+                  for n in names}
+        cfg = replace(self, **values)
+        if cfg.mode not in MODES:
+            raise ValueError(f"config.mode must be one of {MODES}, got {cfg.mode!r}")
+        if cfg.policy not in POLICIES:
+            raise ValueError(f"config.policy must be one of {POLICIES}, got {cfg.policy!r}")
+        if not cfg.slot_s > 0:
+            raise ValueError(f"config.slot_s must be positive, got {cfg.slot_s!r}")
+        return cfg
+
+
+def _sites(df) -> tuple[np.ndarray, np.ndarray, cKDTree]:
+    lat, lon, alt = (df[c].to_numpy(dtype=np.float64) for c in ("lat_deg", "lon_deg", "alt_m"))
+    ecef = geodetic_to_ecef(lat, lon, alt)
+    return ecef, enu_basis(lat, lon), cKDTree(ecef)
+
+
+def _gateway_links(r, ok, gw_ecef, gw_enu, gw_tree, gw_mask_deg, antennas):
+    """Feeder links of one chunk: (t, gw, sat, range_km), at most ``antennas`` per gateway
+    and step, highest elevation first."""
+    t, g, s, el, rng = visible_pairs(r, ok, gw_ecef, gw_enu, float(gw_mask_deg.min()),
+                                     site_tree=gw_tree)
+    keep = el >= gw_mask_deg[g]
+    t, g, s, el, rng = t[keep], g[keep], s[keep], el[keep], rng[keep]
+    order = np.lexsort((-el, g, t))
+    t, g, s, rng = t[order], g[order], s[order], rng[order]
+    group_start = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (g[1:] != g[:-1])])
+    rank = np.arange(t.size) - np.repeat(group_start, np.diff(np.r_[group_start, t.size]))
+    keep = rank < antennas[g]
+    return t[keep], g[keep], s[keep], rng[keep]
+
+
+def _choose(term, sat, el, routable, load_hint, policy):
+    """Per terminal (rows sorted by terminal): the row of the chosen satellite, or −1."""
+    rows = np.flatnonzero(routable)
+    if rows.size == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    if policy == "least_loaded":
+        order = rows[np.lexsort((-el[rows], load_hint[sat[rows]], term[rows]))]
+    else:
+        order = rows[np.lexsort((-el[rows], term[rows]))]
+    first = np.r_[True, term[order][1:] != term[order][:-1]]
+    best = order[first]
+    return term[best], best
+
+
+def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None = None,
+                  failed: np.ndarray | None = None) -> xr.Dataset:
+    """Serving satellite, gateway, PoP, hops and latency per (time, terminal), and load per
+    (time, sat), for a :func:`leotwin.propagate` result and a :class:`leotwin.ground.Ground`.
+
+    ``failed`` (optional, ``(n_time, n_sat)`` bool) marks satellites that neither serve nor
+    relay. Latency: space links at c, gateway→PoP fibre at c/n over the great-circle distance
+    times a route factor, plus a processing delay per link; RTT is twice the one-way delay
+    (symmetric path). ``reason`` says why a terminal has no route: ``no_satellite`` (none
+    operational above its mask) or ``no_gateway_path`` (satellites, but none with a path).
+    """
+    cfg = (config or NetworkConfig()).resolved()
+    terminals, gateways, pops = ground.terminals, ground.gateways, ground.pops
+    times = positions["time"].to_numpy()
+    n_t, n_sat = times.size, positions.sizes["sat"]
+    n_term, n_gw, n_pop = len(terminals), len(gateways), len(pops)
+    r_all = positions["r_ecef_km"]
+    ok_all = positions["operational"].to_numpy() if "operational" in positions else \
+        np.ones((n_t, n_sat), bool)
+    if failed is not None:
+        ok_all = ok_all & ~np.asarray(failed, bool)
+
+    pop_index = {p: k for k, p in enumerate(pops["pop"].astype(str))}
+    gw_pop = np.array([pop_index[p] for p in gateways["pop"].astype(str)], dtype=np.int64)
+    fibre_ms = (gateways["pop_distance_km"].to_numpy(np.float64) * cfg.fibre_route_factor
+                * cfg.fibre_refractive_index / C_KM_S * 1e3)
+    gw_ecef, gw_enu, gw_tree = _sites(gateways)
+    gw_mask = gateways["min_elevation_deg"].to_numpy(np.float64)
+    antennas = gateways["antennas"].to_numpy().astype(np.int64)
+    lat_t, lon_t, alt_t = ground.terminal_positions(times)
+    moving = np.flatnonzero(np.ptp(lat_t, axis=0) + np.ptp(lon_t, axis=0) > 0)
+    fixed = np.setdiff1d(np.arange(n_term), moving)
+    fx_ecef = geodetic_to_ecef(lat_t[0, fixed], lon_t[0, fixed], alt_t[0, fixed])
+    fx_enu = enu_basis(lat_t[0, fixed], lon_t[0, fixed])
+    fx_tree = cKDTree(fx_ecef) if fixed.size else None
+
+    # Outputs.
+    serving = np.full((n_t, n_term), -1, np.int64)  # satellite index
+    out_gw = np.full((n_t, n_term), -1, np.int64)
+    out_pop = np.full((n_t, n_term), -1, np.int64)
+    hops = np.zeros((n_t, n_term), np.int16)
+    elev = np.full((n_t, n_term), np.nan, np.float32)
+    one_way = np.full((n_t, n_term), np.nan)
+    reason = np.zeros((n_t, n_term), np.int8)
+    handover = np.zeros((n_t, n_term), bool)
+    sat_load = np.zeros((n_t, n_sat), np.int32)
+
+    r0 = r_all[0].to_numpy()
+    v0 = positions["v_ecef_km_s"][0].to_numpy()
+    edges = (plus_grid_edges(r0, v0, positions["shell"].to_numpy(), ok_all[0])
+             if cfg.mode == "isl" else np.empty((0, 2), np.int64))
+    slot = np.floor((times - times[0]).astype("int64") / 1e9 / cfg.slot_s).astype(np.int64)
+    prev = np.full(n_term, -1, np.int64)
+    chunk = max(1, int(default("propagation_chunk_steps")) // 8)
+    for a in range(0, n_t, chunk):  # chunks bound memory; see the module note on steps
+        b = min(a + chunk, n_t)
+        r = r_all[a:b].to_numpy()
+        ok = ok_all[a:b]
+        usable, _, isl_ms = isl_feasible(r, edges, max_range_km=cfg.isl_max_range_km,
+                                         margin_km=cfg.isl_atmosphere_margin_km, valid=ok)
+        gt, gg, gs, grng = _gateway_links(r, ok, gw_ecef, gw_enu, gw_tree, gw_mask, antennas)
+        tt, ts, tsat, tel, trng = _terminal_links(r, ok, fixed, fx_ecef, fx_enu, fx_tree,
+                                                  moving, lat_t[a:b], lon_t[a:b], alt_t[a:b],
+                                                  cfg.terminal_min_elevation_deg)
+        g_bounds = np.searchsorted(gt, np.arange(b - a + 1))
+        t_bounds = np.searchsorted(tt, np.arange(b - a + 1))
+        for k in range(b - a):
+            step = a + k
+            gsl = slice(g_bounds[k], g_bounds[k + 1])
+            routes = sat_routes(
+                n_sat, n_gw, n_pop, isl_edges=edges[usable[k]], isl_delay_ms=isl_ms[k][usable[k]],
+                gw_sat_gw=gg[gsl], gw_sat_sat=gs[gsl], gw_sat_delay_ms=grng[gsl] / C_KM_S * 1e3,
+                gw_pop=gw_pop, gw_pop_delay_ms=fibre_ms,
+                processing_delay_ms=cfg.processing_delay_ms)
+            tsl = slice(t_bounds[k], t_bounds[k + 1])
+            term, sat, el, rng = ts[tsl], tsat[tsl], tel[tsl], trng[tsl]
+            routable = np.isfinite(routes.delay_ms[sat])
+            # Keep last step's satellite inside a slot while it still has a path.
+            keep_rows = np.flatnonzero(routable & (sat == prev[term]))
+            new_slot = step == 0 or slot[step] != slot[step - 1]
+            chosen_term = np.empty(0, np.int64)
+            chosen_row = np.empty(0, np.int64)
+            if not new_slot and keep_rows.size:
+                chosen_term, chosen_row = term[keep_rows], keep_rows
+            need = np.ones(n_term, bool)
+            need[chosen_term] = False
+            hint = np.bincount(sat[routable], minlength=n_sat)  # terminals that could use it
+            nt, nr = _choose(term, sat, el, routable & need[term], hint, cfg.policy)
+            chosen_term = np.r_[chosen_term, nt]
+            chosen_row = np.r_[chosen_row, nr]
+            s_chosen = sat[chosen_row]
+            serving[step, chosen_term] = s_chosen
+            out_gw[step, chosen_term] = routes.gateway[s_chosen]
+            out_pop[step, chosen_term] = routes.pop[s_chosen]
+            hops[step, chosen_term] = routes.hops[s_chosen] + 1  # + the user link
+            elev[step, chosen_term] = el[chosen_row]
+            one_way[step, chosen_term] = (rng[chosen_row] / C_KM_S * 1e3
+                                          + cfg.processing_delay_ms + routes.delay_ms[s_chosen])
+            seen = np.zeros(n_term, bool)
+            seen[term] = True
+            reason[step] = np.where(serving[step] >= 0, 0, np.where(seen, 2, 1))
+            handover[step] = (prev >= 0) & (serving[step] >= 0) & (serving[step] != prev)
+            sat_load[step] = np.bincount(s_chosen, minlength=n_sat)
+            prev = serving[step]
+
+    sat_ids = positions["sat"].to_numpy()
+    gw_names = gateways["gateway"].astype(str).to_numpy()
+    pop_names = pops["pop"].astype(str).to_numpy()
+    served = serving >= 0
+    ds = xr.Dataset(
+        {
+            "served": (("time", "terminal"), served),
+            "serving_sat": (("time", "terminal"), np.where(served, sat_ids[np.maximum(serving, 0)],
+                                                           -1),
+                    {"description": "catalog number of the serving satellite, -1: none"}),
+            "gateway": (("time", "terminal"), np.where(out_gw >= 0, gw_names[np.maximum(
+                out_gw, 0)], "")),
+            "pop": (("time", "terminal"), np.where(out_pop >= 0, pop_names[np.maximum(
+                out_pop, 0)], "")),
+            "hops": (("time", "terminal"), hops, {"description": "space links terminal→gateway"}),
+            "elevation_deg": (("time", "terminal"), elev, {"units": "deg"}),
+            "one_way_ms": (("time", "terminal"), one_way, {"units": "ms",
+                                                           "description": "terminal → PoP"}),
+            "rtt_ms": (("time", "terminal"), 2.0 * one_way, {"units": "ms"}),
+            "reason": (("time", "terminal"), np.array(REASONS, dtype=object)[reason].astype(str),
+                       {"description": "why there is no route: no_satellite, no_gateway_path"}),
+            "handover": (("time", "terminal"), handover),
+            "handovers": (("terminal",), handover.sum(axis=0).astype(np.int32)),
+            "sat_load_terminals": (("time", "sat"), sat_load),
+        },
+        coords={"time": times, "terminal": terminals["terminal"].astype(str).to_numpy(),
+                "sat": sat_ids, "account": ("terminal", terminals["account"].astype(str)
+                                            .to_numpy())},
+        attrs={"mode": cfg.mode, "policy": cfg.policy, "slot_s": cfg.slot_s,
+               "terminal_min_elevation_deg": cfg.terminal_min_elevation_deg,
+               "processing_delay_ms": cfg.processing_delay_ms,
+               "fibre_refractive_index": cfg.fibre_refractive_index,
+               "fibre_route_factor": cfg.fibre_route_factor},
+    )
+    if cfg.capacity:
+        ds = _add_capacity(ds, serving, terminals, lat_t, lon_t, cfg, n_sat)
+    return ds
+
+
+def _terminal_links(r, ok, fixed, fx_ecef, fx_enu, fx_tree, moving, lat, lon, alt, mask_deg):
+    """User links of one chunk as (t, terminal, sat, elevation_deg, range_km) sorted by
+    (t, terminal): fixed terminals through the KD-tree, moving ones densely per step."""
+    parts = []
+    if fixed.size:
+        t, s, sat, el, rng = visible_pairs(r, ok, fx_ecef, fx_enu, mask_deg, site_tree=fx_tree)
+        parts.append((t, fixed[s], sat, el, rng))
+    if moving.size:
+        from ..frames import look_angles  # dense: few moving terminals × all satellites
+
+        for k in range(r.shape[0]):  # per step: moving terminals change position every step
+            _, el, rng = look_angles(r[k], lat[k, moving], lon[k, moving], alt[k, moving])
+            sat, m = np.nonzero((el >= mask_deg) & ok[k][:, None])
+            parts.append((np.full(sat.size, k), moving[m], sat, el[sat, m], rng[sat, m]))
+    t, term, sat, el, rng = (np.concatenate(x) for x in zip(*parts, strict=True))
+    order = np.lexsort((sat, term, t))
+    return t[order], term[order], sat[order], el[order], rng[order]
+
+
+def _add_capacity(ds, serving, terminals, lat_t, lon_t, cfg, n_sat):
+    from .. import capacity
+
+    cells = capacity.terminal_cells(lat_t, lon_t, int(cfg.h3_resolution))
+    alloc = capacity.allocate(
+        serving, cells, terminals["demand_mbps"].to_numpy(np.float64),
+        terminals["min_mbps"].to_numpy(np.float64), n_sat=n_sat,
+        beams_per_sat=int(cfg.beams_per_satellite), beam_capacity_mbps=cfg.beam_capacity_mbps,
+        policy=cfg.capacity_policy)
+    return ds.assign(
+        throughput_mbps=(("time", "terminal"), alloc.throughput_mbps, {"units": "Mbit/s"}),
+        congested=(("time", "terminal"), alloc.congested),
+        sat_demand_mbps=(("time", "sat"), alloc.sat_demand_mbps, {"units": "Mbit/s"}),
+        sat_served_mbps=(("time", "sat"), alloc.sat_served_mbps, {"units": "Mbit/s"}),
+        sat_beams_used=(("time", "sat"), alloc.sat_beams_used),
+    )

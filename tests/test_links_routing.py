@@ -1,0 +1,141 @@
+"""Laser links and shortest paths: hand geometry and a brute-force reference (networkx)."""
+
+import networkx as nx
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import leotwin
+from leotwin.constants import C_KM_S, WGS84_A_KM
+from leotwin.links.isl import infer_planes, isl_feasible, orbit_angles, plus_grid_edges
+from leotwin.routing.graph import _first_marked_ancestor, _list_depth, sat_routes
+
+
+def test_overhead_satellite_range_and_light_time():
+    site = leotwin.geodetic_to_ecef(48.0, 37.8, 0.0)
+    up = site / np.linalg.norm(site)  # geocentric up: look_angles uses the geodetic normal,
+    # so build the point 550 km along the geodetic normal instead.
+    lat, lon = np.radians(48.0), np.radians(37.8)
+    normal = np.array([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
+    az, el, rng = leotwin.look_angles(site + 550.0 * normal, 48.0, 37.8, 0.0)
+    assert el == pytest.approx(90.0, abs=1e-6)
+    assert rng == pytest.approx(550.0, abs=1e-9)
+    assert rng / C_KM_S * 1e3 == pytest.approx(1.835, abs=5e-4)  # ms, the issue's figure
+    assert not np.allclose(up, normal)  # the geodetic and geocentric verticals differ here
+
+
+def _equatorial(radius_km, angle_deg):
+    a = np.radians(angle_deg)
+    return np.stack([radius_km * np.cos(a), radius_km * np.sin(a), np.zeros_like(a)], axis=-1)
+
+
+@pytest.mark.parametrize("separation_deg", [1.0, 10.0, 30.0])
+def test_isl_chord_and_delay(separation_deg):
+    r = WGS84_A_KM + 550.0
+    pos = _equatorial(r, np.array([0.0, separation_deg]))[None]
+    usable, length, delay = isl_feasible(pos, np.array([[0, 1]]), max_range_km=1e5)
+    chord = 2 * r * np.sin(np.radians(separation_deg) / 2)
+    assert length[0, 0] == pytest.approx(chord, rel=1e-12)
+    assert delay[0, 0] == pytest.approx(chord / C_KM_S * 1e3, rel=1e-12)
+    assert usable[0, 0]
+
+
+def test_isl_through_earth_and_grazing_are_rejected():
+    r = WGS84_A_KM + 550.0
+    # The closest approach of the chord to the centre is r·cos(θ/2).
+    def sep_for_grazing(alt_km):
+        return 2 * np.degrees(np.arccos((WGS84_A_KM + alt_km) / r))
+    seps = [180.0, sep_for_grazing(70.0), sep_for_grazing(90.0)]
+    pos = np.concatenate([_equatorial(r, np.array([0.0, s])) for s in seps])[None]
+    edges = np.array([[0, 1], [2, 3], [4, 5]])
+    usable, _, _ = isl_feasible(pos, edges, max_range_km=1e5, margin_km=80.0)
+    np.testing.assert_array_equal(usable[0], [False, False, True])
+    usable, _, _ = isl_feasible(pos, edges, max_range_km=100.0)  # too long in any case
+    assert not usable.any()
+
+
+def test_plus_grid_on_a_walker_shell():
+    planes, per_plane = 12, 10
+    con = leotwin.walker_shell(altitude_km=550, inclination_deg=53, planes=planes,
+                               sats_per_plane=per_plane, phasing=1, epoch="2022-10-07")
+    ds = leotwin.propagate(con, np.array(["2022-10-07T00:30"], dtype="datetime64[ns]"))
+    r, v = ds["r_ecef_km"].values[0], ds["v_ecef_km_s"].values[0]
+    node, _ = orbit_angles(r, v)
+    plane = infer_planes(node, ds["shell"].values, np.ones(len(con), bool))
+    true_plane = np.arange(len(con)) // per_plane
+    # Same partition as the construction (labels may be permuted).
+    assert len(np.unique(plane)) == planes
+    for p in range(planes):
+        assert len(np.unique(plane[true_plane == p])) == 1
+    edges = plus_grid_edges(r, v, ds["shell"].values, np.ones(len(con), bool))
+    degree = np.bincount(edges.ravel(), minlength=len(con))
+    assert (degree == 4).all()
+    pa, pb = true_plane[edges[:, 0]], true_plane[edges[:, 1]]
+    intra = pa == pb
+    assert intra.sum() == planes * per_plane
+    slot_a, slot_b = edges[intra, 0] % per_plane, edges[intra, 1] % per_plane
+    assert np.all(((slot_b - slot_a) % per_plane == 1) | ((slot_a - slot_b) % per_plane == 1))
+    assert np.all(((pb[~intra] - pa[~intra]) % planes == 1)
+                  | ((pa[~intra] - pb[~intra]) % planes == 1))
+
+
+def test_pointer_jumping_helpers():
+    pred = np.array([-1, 0, 1, 2, 3, 0, 5, -1, 7])
+    np.testing.assert_array_equal(_list_depth(pred), [0, 1, 2, 3, 4, 1, 2, 0, 1])
+    marked = np.zeros(9, bool)
+    marked[[2, 5]] = True
+    np.testing.assert_array_equal(_first_marked_ancestor(pred, marked),
+                                  [-1, -1, 2, 2, 2, 5, 5, -1, -1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n_sat=st.integers(2, 30), n_gw=st.integers(1, 6),
+       n_pop=st.integers(1, 3))
+def test_sat_routes_equal_networkx_dijkstra(seed, n_sat, n_gw, n_pop):
+    rng = np.random.default_rng(seed)
+    n_isl = rng.integers(0, 3 * n_sat)
+    isl = rng.integers(0, n_sat, size=(n_isl, 2))
+    isl = isl[isl[:, 0] != isl[:, 1]]
+    isl_ms = rng.uniform(1, 20, len(isl))
+    n_feed = rng.integers(0, 2 * n_gw + 1)
+    feed_gw, feed_sat = rng.integers(0, n_gw, n_feed), rng.integers(0, n_sat, n_feed)
+    feed_ms = rng.uniform(1.5, 4, n_feed)
+    gw_pop = rng.integers(0, n_pop, n_gw)
+    fibre_ms = rng.uniform(0, 10, n_gw)
+    gw_up = rng.random(n_gw) > 0.2
+    proc = 0.1
+    res = sat_routes(n_sat, n_gw, n_pop, isl_edges=isl.reshape(-1, 2), isl_delay_ms=isl_ms,
+                     gw_sat_gw=feed_gw, gw_sat_sat=feed_sat, gw_sat_delay_ms=feed_ms,
+                     gw_pop=gw_pop, gw_pop_delay_ms=fibre_ms, gw_up=gw_up,
+                     processing_delay_ms=proc)
+    # Reference: a directed networkx graph away from the PoPs (a gateway is an exit only).
+    g = nx.DiGraph()
+    def add(u, v, w):  # parallel links: only the lightest matters
+        if g.has_edge(u, v):
+            g[u][v]["weight"] = min(g[u][v]["weight"], w)
+        else:
+            g.add_edge(u, v, weight=w)
+    for (a, b), w in zip(isl, isl_ms, strict=True):
+        add(("s", a), ("s", b), w + proc)
+        add(("s", b), ("s", a), w + proc)
+    for gw, s, w in zip(feed_gw, feed_sat, feed_ms, strict=True):
+        add(("g", gw), ("s", s), w + proc)
+    for gw in range(n_gw):
+        if gw_up[gw]:
+            add(("p", gw_pop[gw]), ("g", gw), fibre_ms[gw] + proc)
+    sources = [("p", p) for p in range(n_pop) if ("p", p) in g]
+    dist = nx.multi_source_dijkstra_path_length(g, sources) if sources else {}
+    for s in range(n_sat):
+        ref = dist.get(("s", s), np.inf)
+        if np.isinf(ref):
+            assert np.isnan(res.delay_ms[s]) and res.gateway[s] == -1 and res.pop[s] == -1
+            continue
+        assert res.delay_ms[s] == pytest.approx(ref, abs=1e-9)
+        # The reported gateway/PoP/hops describe a path of that same length.
+        gw, pop = res.gateway[s], res.pop[s]
+        assert gw_pop[gw] == pop and gw_up[gw]
+        via = nx.dijkstra_path_length(g, ("g", gw), ("s", s)) + fibre_ms[gw] + proc
+        assert via == pytest.approx(ref, abs=1e-9)
+        # Random real weights: shortest paths are unique, so the hop count must match.
+        assert res.hops[s] == len(nx.dijkstra_path(g, ("g", gw), ("s", s))) - 1
