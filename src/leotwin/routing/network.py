@@ -16,9 +16,11 @@ step is vectorized over satellites, gateways and terminals.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from scipy.spatial import cKDTree
 
@@ -288,3 +290,44 @@ def _add_capacity(ds, serving, terminals, lat_t, lon_t, cfg, n_sat):
         sat_served_mbps=(("time", "sat"), alloc.sat_served_mbps, {"units": "Mbit/s"}),
         sat_beams_used=(("time", "sat"), alloc.sat_beams_used),
     )
+
+
+_TERMINAL_VARS = ("served", "serving_sat", "gateway", "pop", "hops", "elevation_deg",
+                  "one_way_ms", "rtt_ms", "reason", "handover", "throughput_mbps", "congested")
+
+
+def terminal_table(state: xr.Dataset) -> pd.DataFrame:
+    """The per-(time, terminal) part of :func:`network_state` as a long table (one row per
+    time and terminal, ``account`` included) — the layout the CLI writes."""
+    names = [v for v in _TERMINAL_VARS if v in state]
+    n_t, n_term = state.sizes["time"], state.sizes["terminal"]
+    data = {
+        "time": np.repeat(state["time"].to_numpy(), n_term),
+        "terminal": np.tile(state["terminal"].to_numpy(), n_t),
+        "account": np.tile(state["account"].to_numpy(), n_t),
+    }
+    for v in names:
+        data[v] = state[v].to_numpy().reshape(-1)
+    return pd.DataFrame(data)
+
+
+def rtt_summary(state: xr.Dataset) -> pd.DataFrame:
+    """Per terminal: share of time served, most used PoP, median and 95th-percentile RTT (ms)
+    over the served steps, and handovers."""
+    rtt = state["rtt_ms"].to_numpy()
+    served = state["served"].to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: never served
+        median = np.nanmedian(rtt, axis=0)
+        p95 = np.nanpercentile(rtt, 95, axis=0)
+    pops = state["pop"].to_numpy()
+    top_pop = [pd.Series(pops[:, k][served[:, k]]).mode().iloc[0] if served[:, k].any() else ""
+               for k in range(state.sizes["terminal"])]  # a summary over a handful of terminals
+    return pd.DataFrame({
+        "terminal": state["terminal"].to_numpy(),
+        "served_fraction": served.mean(axis=0),
+        "pop": top_pop,
+        "rtt_median_ms": median,
+        "rtt_p95_ms": p95,
+        "handovers": state["handovers"].to_numpy(),
+    })
