@@ -8,16 +8,19 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from .capacity import Allocation, allocate, terminal_cells
 from .defaults import DEFAULTS, defaults_table
 from .frames import ecef_to_geodetic, geodetic_to_ecef, look_angles, teme_to_ecef
 from .geometry.passes import passes
 from .geometry.visibility import Visibility, coverage_summary, visible
+from .ground import Ground, GroundError, load_gateways, load_pops, load_terminals, load_tracks
 from .orbits.catalog import load_catalog, load_omm, load_tle, starlink_2022
 from .orbits.constellation import Constellation
 from .orbits.propagate import operational_mask, propagate, propagate_chunks
 from .orbits.shells import starlink_gen1, walker_shell
 from .orbits.tle import TLEError
 from .places import key_cities
+from .routing.network import NetworkConfig, network_state, rtt_summary, terminal_table
 from .timescale import time_grid
 
 try:
@@ -27,26 +30,39 @@ except _PackageNotFoundError:  # running from a source tree without installation
 
 __all__ = [
     "DEFAULTS",
+    "Allocation",
     "Constellation",
+    "Ground",
+    "GroundError",
+    "NetworkConfig",
     "TLEError",
     "Visibility",
     "__version__",
+    "allocate",
     "coverage_summary",
     "defaults_table",
     "ecef_to_geodetic",
     "geodetic_to_ecef",
     "key_cities",
     "load_catalog",
+    "load_gateways",
     "load_omm",
+    "load_pops",
+    "load_terminals",
     "load_tle",
+    "load_tracks",
     "look_angles",
+    "network_state",
     "operational_mask",
     "passes",
     "propagate",
     "propagate_chunks",
+    "rtt_summary",
     "starlink_2022",
     "starlink_gen1",
     "teme_to_ecef",
+    "terminal_cells",
+    "terminal_table",
     "time_grid",
     "visible",
     "walker_shell",

@@ -53,9 +53,9 @@ DEFAULTS: dict[str, Default] = {
                 "on a 15 s grid; slot length given by the leotwin network issue"),
         Default("processing_delay_ms", 0.1, "ms",
                 "assumption: per-hop processing/switching delay in each satellite and gateway"),
-        Default("fibre_refractive_index", 1.47, "",
+        Default("fibre_refractive_index", 1.47, "1",
                 "group index of standard single-mode fibre (light at c/1.47), as in the issue"),
-        Default("fibre_route_factor", 1.5, "",
+        Default("fibre_route_factor", 1.5, "1",
                 "assumption: terrestrial fibre routes are ~1.5x the great-circle distance"),
         Default("gateway_antennas", 8.0, "antennas",
                 "bundled gateway list (StarPerf, about late 2023) where given; 8 is its mode, "
@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Default] = {
         Default("gateway_backhaul_gbps", 100.0, "Gbps",
                 "assumption: fibre backhaul per gateway site; not public"),
         # --- capacity
-        Default("h3_resolution", 5.0, "",
+        Default("h3_resolution", 5.0, "level",
                 "H3 resolution of user cells (res 5 ≈ 252 km² per cell), as in the issue"),
         Default("beams_per_satellite", 8.0, "beams",
                 "assumption: user beams per Gen1 satellite; not public"),

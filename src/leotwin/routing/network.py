@@ -97,18 +97,50 @@ def _gateway_links(r, ok, gw_ecef, gw_enu, gw_tree, gw_mask_deg, antennas):
     return t[keep], g[keep], s[keep], rng[keep]
 
 
-def _choose(term, sat, el, routable, load_hint, policy):
-    """Per terminal (rows sorted by terminal): the row of the chosen satellite, or −1."""
+def _choose(term, sat, el, routable, policy, n_sat):
+    """Per terminal (rows sorted by terminal): the row of the chosen satellite.
+
+    ``max_elevation``: the highest satellite with a path. ``least_loaded``: a capped
+    deferred-acceptance assignment — every terminal proposes to its highest remaining
+    candidate, each satellite accepts up to a common cap (highest elevation first), rejected
+    terminals move to their next candidate; the cap starts at ⌈terminals / satellites⌉ and
+    grows only when some terminal has run out of candidates. This balances load while still
+    preferring high satellites, with every round vectorized.
+    """
     rows = np.flatnonzero(routable)
     if rows.size == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    if policy == "least_loaded":
-        order = rows[np.lexsort((-el[rows], load_hint[sat[rows]], term[rows]))]
-    else:
-        order = rows[np.lexsort((-el[rows], term[rows]))]
+    order = rows[np.lexsort((-el[rows], term[rows]))]
     first = np.r_[True, term[order][1:] != term[order][:-1]]
-    best = order[first]
-    return term[best], best
+    if policy != "least_loaded":
+        best = order[first]
+        return term[best], best
+    start = np.flatnonzero(first)
+    count = np.diff(np.r_[start, order.size])
+    n_t = start.size
+    pointer = np.zeros(n_t, np.int64)
+    chosen = np.full(n_t, -1, np.int64)
+    load = np.zeros(n_sat, np.int64)
+    cap = int(np.ceil(n_t / max(1, np.unique(sat[order]).size)))
+    while True:
+        todo = np.flatnonzero(chosen < 0)
+        if todo.size == 0:
+            break
+        exhausted = pointer[todo] >= count[todo]
+        if exhausted.any():  # no room anywhere for them at this cap: raise it and retry
+            cap += 1
+            pointer[todo[exhausted]] = 0
+        prop = order[start[todo] + pointer[todo]]
+        s = sat[prop]
+        by_sat = np.lexsort((-el[prop], s))
+        group = np.r_[0, np.flatnonzero(s[by_sat][1:] != s[by_sat][:-1]) + 1]
+        rank = np.arange(by_sat.size) - np.repeat(group, np.diff(np.r_[group, by_sat.size]))
+        ok = rank < cap - load[s[by_sat]]
+        won = by_sat[ok]
+        chosen[todo[won]] = prop[won]
+        load += np.bincount(s[won], minlength=n_sat)
+        pointer[todo[by_sat[~ok]]] += 1
+    return term[chosen], chosen
 
 
 def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None = None,
@@ -197,8 +229,7 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
                 chosen_term, chosen_row = term[keep_rows], keep_rows
             need = np.ones(n_term, bool)
             need[chosen_term] = False
-            hint = np.bincount(sat[routable], minlength=n_sat)  # terminals that could use it
-            nt, nr = _choose(term, sat, el, routable & need[term], hint, cfg.policy)
+            nt, nr = _choose(term, sat, el, routable & need[term], cfg.policy, n_sat)
             chosen_term = np.r_[chosen_term, nt]
             chosen_row = np.r_[chosen_row, nr]
             s_chosen = sat[chosen_row]
