@@ -19,6 +19,6 @@ def test_benchmarks_run_at_tiny_size(tmp_path, capsys):
     assert bench.main(["--tiny", "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
     for needle in ("raw SatrecArray", "leotwin.propagate", "Skyfield", "leotwin.visible",
-                   "dense numpy", "peak RSS"):
+                   "dense numpy", "peak RSS", "leotwin.network_state", "networkx"):
         assert needle in text
     capsys.readouterr()

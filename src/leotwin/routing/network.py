@@ -110,11 +110,17 @@ def _choose(term, sat, el, routable, policy, n_sat):
     rows = np.flatnonzero(routable)
     if rows.size == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
+    if policy != "least_loaded":
+        # Rows come grouped by terminal: a per-group maximum, no sort needed.
+        t = term[rows]
+        start = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
+        e = el[rows]
+        top = np.repeat(np.maximum.reduceat(e, start), np.diff(np.r_[start, t.size]))
+        hit = np.flatnonzero(e == top)
+        hit = hit[np.r_[True, t[hit][1:] != t[hit][:-1]]]  # first row at the maximum
+        return t[hit], rows[hit]
     order = rows[np.lexsort((-el[rows], term[rows]))]
     first = np.r_[True, term[order][1:] != term[order][:-1]]
-    if policy != "least_loaded":
-        best = order[first]
-        return term[best], best
     start = np.flatnonzero(first)
     count = np.diff(np.r_[start, order.size])
     n_t = start.size
@@ -301,6 +307,8 @@ def _terminal_links(r, ok, fixed, fx_ecef, fx_enu, fx_tree, moving, lat, lon, al
             sat, m = np.nonzero((el >= mask_deg) & ok[k][:, None])
             parts.append((np.full(sat.size, k), moving[m], sat, el[sat, m], rng[sat, m]))
     t, term, sat, el, rng = (np.concatenate(x) for x in zip(*parts, strict=True))
+    if moving.size == 0 and np.array_equal(fixed, np.arange(fixed.size)):
+        return t, term, sat, el, rng  # already grouped by (t, terminal) by visible_pairs
     order = np.lexsort((sat, term, t))
     return t[order], term[order], sat[order], el[order], rng[order]
 
