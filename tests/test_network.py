@@ -184,3 +184,32 @@ def test_cli_network(tmp_path, capsys):
                  "--stop", "2022-10-24T12:02:00Z", "--out", str(tmp_path / "x.csv")])
     err = capsys.readouterr().err
     assert code == 2 and "bad.csv" in err and "line 3" in err and "lat_deg" in err
+
+
+def test_in_motion_terminal_follows_its_track(positions):
+    terms = terminals([50.45, 49.98], [30.52, 36.25])
+    terms["kind"] = ["in_motion", "fixed"]
+    track = pd.DataFrame({"terminal": ["t0", "t0"], "time": [EPOCH, "2022-10-24T12:05:00Z"],
+                          "lat_deg": [50.45, 49.98], "lon_deg": [30.52, 36.25]})
+    ground = leotwin.Ground.load(terms, tracks=track)
+    state = leotwin.network_state(positions, ground, config=leotwin.NetworkConfig(
+        capacity=False))
+    lat, lon, alt = ground.terminal_positions(state["time"].to_numpy())
+    assert lon[0, 0] < lon[-1, 0]  # it moved east
+    idx = {s: k for k, s in enumerate(positions["sat"].to_numpy())}
+    sat = state["serving_sat"].to_numpy()[:, 0]
+    r = positions["r_ecef_km"].to_numpy()
+    for k in np.flatnonzero(sat >= 0):
+        _, el, _ = leotwin.look_angles(r[k, idx[sat[k]]], lat[k, 0], lon[k, 0], alt[k, 0])
+        assert el == pytest.approx(state["elevation_deg"].to_numpy()[k, 0], abs=1e-3)
+    assert state["served"].to_numpy()[:, 0].all()
+
+
+def test_laser_links_dataset(positions):
+    links = leotwin.laser_links(positions)
+    assert links["usable"].dims == ("time", "link")
+    usable = links["usable"].to_numpy()
+    assert usable.mean() > 0.9
+    assert (links["length_km"].to_numpy()[usable] <= 5016).all()
+    np.testing.assert_allclose(links["delay_ms"], links["length_km"] / C_KM_S * 1e3)
+    assert (links["sat_a"] != links["sat_b"]).all()

@@ -14,6 +14,7 @@ from .frames import ecef_to_geodetic, geodetic_to_ecef, look_angles, teme_to_ece
 from .geometry.passes import passes
 from .geometry.visibility import Visibility, coverage_summary, visible
 from .ground import Ground, GroundError, load_gateways, load_pops, load_terminals, load_tracks
+from .links.isl import laser_links
 from .orbits.catalog import load_catalog, load_omm, load_tle, starlink_2022
 from .orbits.constellation import Constellation
 from .orbits.propagate import operational_mask, propagate, propagate_chunks
@@ -44,6 +45,7 @@ __all__ = [
     "ecef_to_geodetic",
     "geodetic_to_ecef",
     "key_cities",
+    "laser_links",
     "load_catalog",
     "load_gateways",
     "load_omm",

@@ -185,3 +185,27 @@ def isl_feasible(r_ecef_km: np.ndarray, edges: np.ndarray, *, max_range_km: floa
         v = np.asarray(valid, bool)
         usable &= v[..., edges[:, 0]] & v[..., edges[:, 1]]
     return usable, length_km, length_km / C_KM_S * 1e3
+
+
+def laser_links(positions, *, max_range_km: float | None = None,
+                margin_km: float | None = None):
+    """The +Grid of a :func:`leotwin.propagate` result as a labelled Dataset: per (time, link)
+    ``usable``, ``length_km`` and ``delay_ms``; each link's endpoints as catalog numbers
+    (coordinates ``sat_a``, ``sat_b``). The topology is built at the first time step from the
+    operational satellites; usability is evaluated at every step."""
+    import xarray as xr
+
+    r = positions["r_ecef_km"].to_numpy()
+    ok = positions["operational"].to_numpy()
+    edges = plus_grid_edges(r[0], positions["v_ecef_km_s"].to_numpy()[0],
+                            positions["shell"].to_numpy(), ok[0])
+    usable, length_km, delay_ms = isl_feasible(r, edges, max_range_km=max_range_km,
+                                               margin_km=margin_km, valid=ok)
+    sats = positions["sat"].to_numpy()
+    return xr.Dataset(
+        {"usable": (("time", "link"), usable),
+         "length_km": (("time", "link"), length_km, {"units": "km"}),
+         "delay_ms": (("time", "link"), delay_ms, {"units": "ms", "description": "one-way, c"})},
+        coords={"time": positions["time"].to_numpy(), "sat_a": ("link", sats[edges[:, 0]]),
+                "sat_b": ("link", sats[edges[:, 1]])},
+    )

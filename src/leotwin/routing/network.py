@@ -253,6 +253,10 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
             sat_load[step] = np.bincount(s_chosen, minlength=n_sat)
             prev = serving[step]
 
+    demand = terminals["demand_mbps"].to_numpy(np.float64)
+    flat = (np.arange(n_t)[:, None] * n_sat + serving)[serving >= 0]
+    sat_demand = np.bincount(flat, weights=np.broadcast_to(demand, serving.shape)[serving >= 0],
+                             minlength=n_t * n_sat).reshape(n_t, n_sat)
     sat_ids = positions["sat"].to_numpy()
     gw_names = gateways["gateway"].astype(str).to_numpy()
     pop_names = pops["pop"].astype(str).to_numpy()
@@ -277,6 +281,7 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
             "handover": (("time", "terminal"), handover),
             "handovers": (("terminal",), handover.sum(axis=0).astype(np.int32)),
             "sat_load_terminals": (("time", "sat"), sat_load),
+            "sat_load_demand_mbps": (("time", "sat"), sat_demand, {"units": "Mbit/s"}),
         },
         coords={"time": times, "terminal": terminals["terminal"].astype(str).to_numpy(),
                 "sat": sat_ids, "account": ("terminal", terminals["account"].astype(str)
