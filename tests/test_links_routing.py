@@ -139,3 +139,11 @@ def test_sat_routes_equal_networkx_dijkstra(seed, n_sat, n_gw, n_pop):
         assert via == pytest.approx(ref, abs=1e-9)
         # Random real weights: shortest paths are unique, so the hop count must match.
         assert res.hops[s] == len(nx.dijkstra_path(g, ("g", gw), ("s", s))) - 1
+
+
+def test_sat_routes_without_any_link():
+    empty = np.empty(0, np.int64)
+    res = sat_routes(3, 1, 1, isl_edges=np.empty((0, 2), np.int64), isl_delay_ms=np.empty(0),
+                     gw_sat_gw=empty, gw_sat_sat=empty, gw_sat_delay_ms=np.empty(0),
+                     gw_pop=np.array([0]), gw_pop_delay_ms=np.array([0.0]))
+    assert np.isnan(res.delay_ms).all() and (res.gateway == -1).all() and (res.pop == -1).all()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._arrays import run_starts
 from ..constants import C_KM_S, EARTH_ROTATION_RAD_S, WGS84_A_KM, WGS84_B_KM
 from ..defaults import default
 
@@ -52,14 +53,14 @@ def infer_planes(node_deg: np.ndarray, shell: np.ndarray, valid: np.ndarray) -> 
     s = shell_idx[ok]
     order = np.lexsort((node_deg[ok], s))
     sid, nd = s[order], node_deg[ok][order]
-    start = np.r_[True, sid[1:] != sid[:-1]]
+    start = run_starts(sid)
     first = np.flatnonzero(start)
     last = np.r_[first[1:], sid.size] - 1
     gap = np.diff(nd, append=np.nan)
     gap[last] = nd[first] + 360.0 - nd[last]  # wrap-around gap of each shell
     # The start of each shell's cycle: the element after its largest gap.
     gap_rank = np.lexsort((-gap, sid))
-    largest = gap_rank[np.r_[True, sid[gap_rank][1:] != sid[gap_rank][:-1]]]
+    largest = gap_rank[run_starts(sid[gap_rank])]
     cycle_start = np.where(largest == last[np.searchsorted(first, largest, side="right") - 1],
                            first[np.searchsorted(first, largest, side="right") - 1], largest + 1)
     shift = np.zeros(len(shell_codes))
@@ -87,7 +88,7 @@ def plus_grid_edges(r_ecef_km: np.ndarray, v_ecef_km_s: np.ndarray, shell: np.nd
         return np.empty((0, 2), dtype=np.int64)
     order = sats[np.lexsort((u[sats], plane[sats]))]
     p, uu = plane[order], u[order]
-    first_of = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+    first_of = np.flatnonzero(run_starts(p))
     count = np.diff(np.r_[first_of, p.size])
     plane_ids = p[first_of]
     pos_first = np.searchsorted(plane_ids, p)  # plane ordinal of each sorted satellite
@@ -106,7 +107,7 @@ def plus_grid_edges(r_ecef_km: np.ndarray, v_ecef_km_s: np.ndarray, shell: np.nd
     next_plane = np.full(plane_ids.size, -1)
     next_plane[porder[:-1][same_next[:-1]]] = porder[1:][same_next[:-1]]
     # Close the ring of planes when the last-to-first gap is like the others (Walker delta).
-    sh_first = np.flatnonzero(np.r_[True, plane_shell[porder][1:] != plane_shell[porder][:-1]])
+    sh_first = np.flatnonzero(run_starts(plane_shell[porder]))
     sh_last = np.r_[sh_first[1:], porder.size] - 1
     for a, b in zip(sh_first, sh_last, strict=True):  # over shells (≤ a handful)
         if b > a:
@@ -130,7 +131,7 @@ def plus_grid_edges(r_ecef_km: np.ndarray, v_ecef_km_s: np.ndarray, shell: np.nd
     # A satellite has one laser terminal facing west: when several choose it, keep the closest.
     dist = np.linalg.norm(r_ecef_km[order[best]] - r_ecef_km[order[src]], axis=-1)
     pick = np.lexsort((dist, best))
-    pick = pick[np.r_[True, best[pick][1:] != best[pick][:-1]]]
+    pick = pick[run_starts(best[pick])]
     cross = np.stack([order[src[pick]], order[best[pick]]], axis=1)
 
     edges = np.concatenate([intra, cross])

@@ -15,6 +15,8 @@ import numpy as np
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import dijkstra
 
+from .._arrays import run_starts
+
 _NO_PRED = -9999  # scipy's marker for "no predecessor"
 _MIN_WEIGHT_MS = 1e-9  # a zero weight would be read as "no edge" by csgraph
 
@@ -87,7 +89,7 @@ def sat_routes(n_sat: int, n_gw: int, n_pop: int, *, isl_edges: np.ndarray,
     # duplicate entries up).
     order = np.lexsort((w, cols, rows))
     rows, cols, w = rows[order], cols[order], w[order]
-    first = np.r_[True, (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])]
+    first = run_starts(rows, cols)
     rows, cols, w = rows[first], cols[first], w[first]
     graph = coo_array((np.maximum(w, _MIN_WEIGHT_MS), (rows, cols)), shape=(n, n)).tocsr()
     dist, pred, _sources = dijkstra(graph, directed=True, indices=pop_node,

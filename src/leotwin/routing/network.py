@@ -24,6 +24,7 @@ import pandas as pd
 import xarray as xr
 from scipy.spatial import cKDTree
 
+from .._arrays import run_starts
 from ..constants import C_KM_S
 from ..defaults import default
 from ..frames import enu_basis, geodetic_to_ecef
@@ -91,7 +92,7 @@ def _gateway_links(r, ok, gw_ecef, gw_enu, gw_tree, gw_mask_deg, antennas):
     t, g, s, el, rng = t[keep], g[keep], s[keep], el[keep], rng[keep]
     order = np.lexsort((-el, g, t))
     t, g, s, rng = t[order], g[order], s[order], rng[order]
-    group_start = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (g[1:] != g[:-1])])
+    group_start = np.flatnonzero(run_starts(t, g))
     rank = np.arange(t.size) - np.repeat(group_start, np.diff(np.r_[group_start, t.size]))
     keep = rank < antennas[g]
     return t[keep], g[keep], s[keep], rng[keep]
@@ -113,14 +114,14 @@ def _choose(term, sat, el, routable, policy, n_sat):
     if policy != "least_loaded":
         # Rows come grouped by terminal: a per-group maximum, no sort needed.
         t = term[rows]
-        start = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
+        start = np.flatnonzero(run_starts(t))
         e = el[rows]
         top = np.repeat(np.maximum.reduceat(e, start), np.diff(np.r_[start, t.size]))
         hit = np.flatnonzero(e == top)
-        hit = hit[np.r_[True, t[hit][1:] != t[hit][:-1]]]  # first row at the maximum
+        hit = hit[run_starts(t[hit])]  # first row at the maximum
         return t[hit], rows[hit]
     order = rows[np.lexsort((-el[rows], term[rows]))]
-    first = np.r_[True, term[order][1:] != term[order][:-1]]
+    first = run_starts(term[order])
     start = np.flatnonzero(first)
     count = np.diff(np.r_[start, order.size])
     n_t = start.size
