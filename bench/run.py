@@ -93,12 +93,14 @@ def bench_propagation(con, sizes: Sizes) -> list[dict]:
         {"benchmark": "propagate", "case": f"raw SatrecArray.sgp4 (TEME only), {label}",
          "seconds": t_raw, "ratio": 1.0, "ratio_to": "raw"},
         {"benchmark": "propagate", "case": "leotwin.propagate → ECEF, 1 core", "seconds": t_lt1,
-         "ratio": t_lt1 / t_raw, "ratio_to": "raw", "target": "≤ 1.2"},
+         "ratio": t_lt1 / t_raw, "ratio_to": "raw", "target": "≤ 1.2",
+         "check": ("ratio", "<=", 1.2)},
         {"benchmark": "propagate", "case": "leotwin.propagate → ECEF, workers=2",
-         "seconds": t_lt2, "ratio": t_lt2 / t_raw, "ratio_to": "raw", "target": "≤ 0.7"},
+         "seconds": t_lt2, "ratio": t_lt2 / t_raw, "ratio_to": "raw", "target": "≤ 0.7",
+         "check": ("ratio", "<=", 0.7)},
         {"benchmark": "propagate", "case": "Skyfield EarthSatellite.at().frame_xyz(itrs), loop "
          "over satellites", "seconds": t_sf, "ratio": t_sf / t_lt1, "ratio_to": "leotwin 1 core",
-         "target": "≥ 4"},
+         "target": "≥ 4", "check": ("ratio", ">=", 4.0)},
         {"benchmark": "propagate", "case": "Skyfield as above but a new Time per satellite (no "
          f"cached rotation matrices; {len(sample)} satellites measured, scaled to {n})",
          "seconds": t_sf_fresh, "ratio": t_sf_fresh / t_lt1, "ratio_to": "leotwin 1 core"},
@@ -142,7 +144,8 @@ def bench_visibility(con, sizes: Sizes) -> list[dict]:
     case = f"{len(sites)} sites × {len(con)} sats, 25° mask, {pairs:,.0f} visible pairs/step"
     return [
         {"benchmark": "visible", "case": f"leotwin.visible (KD-tree pruning), {case}",
-         "seconds": t_vis, "ratio": 1.0, "ratio_to": "leotwin", "target": "≤ 0.050 s/step"},
+         "seconds": t_vis, "ratio": 1.0, "ratio_to": "leotwin", "target": "≤ 0.050 s/step",
+         "check": ("seconds", "<=", 0.050)},
         {"benchmark": "visible", "case": "dense numpy, all sites × all sats"
          + ("" if len(dense_sites) == len(sites) else
             f" (measured on {len(dense_sites)} sites, scaled)"),
@@ -218,11 +221,11 @@ def bench_network(con, sizes: Sizes) -> list[dict]:
     return [
         {"benchmark": "network", "case": f"leotwin.network_state per step (+Grid, feeder links, "
          f"routing, scheduling, capacity), {case}", "seconds": t_lt, "ratio": 1.0,
-         "ratio_to": "leotwin", "target": "≤ 0.200 s/step"},
+         "ratio_to": "leotwin", "target": "≤ 0.200 s/step", "check": ("seconds", "<=", 0.200)},
         {"benchmark": "network", "case": "networkx graph rebuilt per step + one Dijkstra per "
          f"terminal (Hypatia/satgenpy style; graph build {t_build:.2f} s, Dijkstra measured on "
          f"{sample.size} terminals and scaled)", "seconds": t_nx, "ratio": t_nx / t_lt,
-         "ratio_to": "leotwin", "target": "≥ 100×"},
+         "ratio_to": "leotwin", "target": "≥ 100×", "check": ("ratio", ">=", 100.0)},
     ]
 
 
@@ -258,7 +261,16 @@ def bench_memory(sizes: Sizes) -> list[dict]:
              f"{sizes.memory_hours:g} h at 15 s ({steps} steps, chunks of 240): peak RSS of the "
              f"whole process (after imports and building the constellation: "
              f"{float(base_mib):.0f} MiB)", "seconds": seconds,
-             "peak_mib": float(peak_mib), "target": "< 1024 MiB"}]
+             "peak_mib": float(peak_mib), "target": "< 1024 MiB",
+             "check": ("peak_mib", "<=", 1024.0)}]
+
+
+def _met(row: dict) -> str:
+    if "check" not in row:
+        return ""
+    key, op, value = row["check"]
+    ok = row[key] <= value if op == "<=" else row[key] >= value
+    return "yes" if ok else "**NO**"
 
 
 def write_markdown(rows: list[dict], path: Path, sizes: Sizes, tiny: bool) -> None:
@@ -268,7 +280,7 @@ def write_markdown(rows: list[dict], path: Path, sizes: Sizes, tiny: bool) -> No
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"Python {platform.python_version()}, numpy {np.__version__}. "
              "Every row of a group was measured in the same run, side by side.", ""]
-    lines += ["| benchmark | case | time | ratio | target |", "|---|---|---|---|---|"]
+    lines += ["| benchmark | case | time | ratio | target | met |", "|---|---|---|---|---|---|"]
     for r in rows:
         if "peak_mib" in r:
             val = f"{r['peak_mib']:.0f} MiB peak ({r['seconds']:.1f} s)"
@@ -280,9 +292,13 @@ def write_markdown(rows: list[dict], path: Path, sizes: Sizes, tiny: bool) -> No
             val = f"{r['seconds']:.2f} s"
             ratio = f"{r['ratio']:.2f}× vs {r['ratio_to']}"
         lines.append(f"| {r['benchmark']} | {r['case']} | {val} | {ratio} | "
-                     f"{r.get('target', '')} |")
+                     f"{r.get('target', '')} | {_met(r)} |")
     lines += ["", "Propagation ratios: leotwin rows are time ÷ raw `SatrecArray.sgp4`; the "
               "Skyfield row is Skyfield ÷ leotwin (how many times faster leotwin is).",
+              "The ≥ 4× Skyfield target assumed Skyfield ≈ 5× raw SGP4; measured here, Skyfield "
+              "reusing one Time object (its cached rotation matrices) costs ≈ 1.4× raw, so a "
+              "4× gap would need leotwin below raw SGP4 itself. Only with a new Time per "
+              "satellite (next row) is Skyfield that slow.",
               "Visibility and network: the second row's ratio = its time ÷ leotwin's per step.",
               "",
               "Raw JSON:", "", "```json", json.dumps(rows, indent=1, default=str), "```", ""]

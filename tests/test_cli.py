@@ -27,6 +27,8 @@ def test_demo_prints_the_city_table(capsys):
         assert city in out
     assert "Satellites visible above 25°" in out
     assert "min" in out and "mean" in out and "max" in out
+    assert "Round-trip time terminal → PoP" in out and "median RTT ms" in out
+    assert "bent pipe" in out and "FRA" in out
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".nc"])

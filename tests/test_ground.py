@@ -512,3 +512,13 @@ def test_property_csv_round_trip_is_identity(tmp_path, rows):
     first = load_gateways(gateways)
     path = write_csv(first, tmp_path / "prop_gw.csv")
     pd.testing.assert_frame_equal(load_gateways(path), first)
+
+
+@pytest.mark.parametrize("body,line", [("1,a,50.45,30.52,7\n", 2),
+                                       ("x,a,50.45,30.52\n1,a,50.45,30.52,7\n", 3),
+                                       ("x,a,50.45\n", 2)])
+def test_csv_rows_with_a_wrong_number_of_fields(tmp_path, body, line):
+    path = tmp_path / "terminals.csv"
+    path.write_text("terminal,account,lat_deg,lon_deg\n" + body)
+    with pytest.raises(GroundError, match=f"terminals.csv, line {line}: .* fields"):
+        load_terminals(path)

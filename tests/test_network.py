@@ -213,3 +213,27 @@ def test_laser_links_dataset(positions):
     assert (links["length_km"].to_numpy()[usable] <= 5016).all()
     np.testing.assert_allclose(links["delay_ms"], links["length_km"] / C_KM_S * 1e3)
     assert (links["sat_a"] != links["sat_b"]).all()
+
+
+def test_failure_at_the_first_step_does_not_unwire_the_grid(positions):
+    ground = leotwin.Ground.load(terminals([0.0], [-150.0]))  # mid-Pacific: needs lasers
+    failed = np.zeros((positions.sizes["time"], positions.sizes["sat"]), bool)
+    failed[0] = True  # every satellite down at step 0 only
+    state = leotwin.network_state(positions, ground, failed=failed,
+                                  config=leotwin.NetworkConfig(capacity=False))
+    served = state["served"].to_numpy()[:, 0]
+    assert not served[0] and served[1:].all()
+
+
+def test_cli_network_with_nothing_served_and_unwritable_output(tmp_path, capsys):
+    terms = tmp_path / "pacific.csv"
+    terminals([0.0], [-150.0]).to_csv(terms, index=False)
+    args = ["network", str(OCT), "--terminals", str(terms), "--start", EPOCH,
+            "--stop", "2022-10-24T12:01:00Z", "--mode", "bent_pipe"]
+    assert main([*args, "--out", str(tmp_path / "n.csv")]) == 0
+    assert "n/a (nothing served)" in " ".join(capsys.readouterr().out.split())
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main([*args, "--out", str(blocker / "sub" / "n.csv")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -176,3 +176,14 @@ def test_passes_bad_site():
         leotwin.passes(con, (95.0, 0.0), "2022-10-07", "2022-10-07T01:00")
     with pytest.raises(ValueError, match="site"):
         leotwin.passes(con, ("north", 0.0), "2022-10-07", "2022-10-07T01:00")
+
+
+def test_one_step_grids(walker_positions):
+    con = leotwin.walker_shell(altitude_km=550, inclination_deg=53, planes=4, sats_per_plane=4,
+                               phasing=1, epoch="2022-10-07")
+    for stop in ("2022-10-07T00:00:00Z", "2022-10-07T00:00:10Z"):
+        table = leotwin.passes(con, (10.0, 20.0), "2022-10-07T00:00:00Z", stop,
+                               min_elevation_deg=0)
+        assert (table["max_elevation_deg"] >= 0).all()
+    with pytest.raises(ValueError, match="chunk_steps"):
+        leotwin.visible(walker_positions, random_sites(10, 0), chunk_steps=0)

@@ -79,8 +79,10 @@ def cmd_demo(args, out: Console, err: Console) -> int:
         table.add_column(col, justify="left" if col == "city" else "right")
     for row in summary.itertuples():
         none = f"{row.seconds_with_none:.0f}"
+        if row.min_visible > 0:
+            none = "0 (always covered)"
         table.add_row(str(row.site), str(row.min_visible), f"{row.mean_visible:.1f}",
-                      str(row.max_visible), none if row.seconds_with_none else "0 (always covered)")
+                      str(row.max_visible), none)
     out.print(table)
     _demo_rtt(positions, out)
     return 0
@@ -125,10 +127,12 @@ def cmd_network(args, out: Console, err: Console) -> int:
         frame.to_csv(path, index=False)
     else:
         frame.to_parquet(path, index=False)
-    summary = rtt_summary(state)
+    served = state["served"].to_numpy()
+    rtt = state["rtt_ms"].to_numpy()[served]
+    median = f"{float(np.median(rtt)):.1f} ms" if rtt.size else "n/a (nothing served)"
     out.print(f"wrote {path} ({len(ground.terminals)} terminals × {times.size} steps); "
-              f"served {100 * float(state['served'].mean()):.1f}% of terminal-steps, "
-              f"median RTT {float(np.nanmedian(summary['rtt_median_ms'])):.1f} ms")
+              f"served {100 * float(served.mean()):.1f}% of terminal-steps, "
+              f"median RTT {median}")
     return 0
 
 
@@ -241,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     out, err = Console(), Console(stderr=True)
     try:
         return args.func(args, out, err)
-    except (TLEError, GroundError, UserError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (TLEError, GroundError, UserError, ValueError, KeyError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        if isinstance(exc, OSError) and exc.filename:
+            msg = f"{exc.filename}: {exc.strerror}"
         print(f"leotwin {args.command}: error: {msg}", file=sys.stderr)  # one line, unwrapped
         return EXIT_USAGE
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .constants import (
+    C_KM_S,
     EARTH_ROTATION_RAD_S,
     JD_J2000,
     MEAN_EARTH_RADIUS_KM,
@@ -175,6 +176,11 @@ def look_angles(r_sat_ecef_km: np.ndarray, lat_deg, lon_deg, alt_m):
     if scalar_site:
         return azimuth_deg[..., 0], elevation_deg[..., 0], range_km[..., 0]
     return azimuth_deg, elevation_deg, range_km
+
+
+def light_time_ms(distance_km):
+    """One-way light time in vacuum, ms, for a distance in km."""
+    return np.asarray(distance_km, dtype=np.float64) / C_KM_S * 1e3
 
 
 def great_circle_km(lat1_deg, lon1_deg, lat2_deg, lon2_deg) -> np.ndarray:

@@ -72,7 +72,7 @@ class GroundError(ValueError):
 
     def __init__(self, message: str, *, source: str, row: int | None = None,
                  column: str | None = None):
-        super().__init__(message)
+        super().__init__(" ".join(str(message).split()))  # always one line
         self.source = source
         self.row = row
         self.column = column
@@ -152,10 +152,14 @@ def _read_file(path: Path, what: str, label: str | None = None) -> tuple[pd.Data
         raise FileNotFoundError(f"{what} file not found: {label}")
     if suffix == ".csv":
         src = _Source(label, "csv", path)
+        _check_field_counts(path, label)
         try:
             # Only empty cells are missing: keep_default_na=False keeps ids such as "NA".
+            # index_col=False: a row with more fields than the header is an error, never a
+            # silent shift of every column into the index.
             frame = pd.read_csv(path, encoding="utf-8-sig", keep_default_na=False,
-                                na_values=[""], dtype=dict.fromkeys(_STRING_COLUMNS, str))
+                                na_values=[""], dtype=dict.fromkeys(_STRING_COLUMNS, str),
+                                index_col=False)
         except pd.errors.EmptyDataError:
             raise GroundError(f"{label}: the file is empty; expected a header line and rows",
                               source=label) from None
@@ -173,6 +177,28 @@ def _read_file(path: Path, what: str, label: str | None = None) -> tuple[pd.Data
 
 
 _STRING_COLUMNS = ("terminal", "account", "kind", "gateway", "pop", "name")
+
+
+def _check_field_counts(path: Path, label: str) -> None:
+    """Every CSV record must have as many fields as the header (else pandas would shift the
+    columns or drop the extra value silently)."""
+    import csv
+
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                return
+            for row in reader:
+                if row and len(row) != len(header):
+                    raise GroundError(
+                        f"{label}, line {reader.line_num}: {len(row)} fields but the header "
+                        f"has {len(header)}; expected one value per column", source=label,
+                        row=reader.line_num)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise GroundError(f"{label}: not a readable UTF-8 CSV file ({exc})",
+                          source=label) from None
 
 
 def _read_geojson(path: Path, label: str) -> tuple[pd.DataFrame, _Source]:

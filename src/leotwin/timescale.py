@@ -13,7 +13,7 @@ import pandas as pd
 
 from .constants import JD_UNIX_EPOCH, SECONDS_PER_DAY
 
-_NS_PER_DAY = 86_400_000_000_000
+NS_PER_DAY = 86_400_000_000_000
 
 
 def to_utc_datetime64(value) -> np.ndarray | np.datetime64:
@@ -63,8 +63,8 @@ def time_grid(start: str | datetime | np.datetime64, stop: str | datetime | np.d
 def split_julian_date(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """UTC ``datetime64`` → (whole Julian date ending in .5, fraction of day), float64 each."""
     ns = np.asarray(times, dtype="datetime64[ns]").astype("int64")
-    days, rem_ns = np.divmod(ns, _NS_PER_DAY)
-    return JD_UNIX_EPOCH + days.astype(np.float64), rem_ns.astype(np.float64) / _NS_PER_DAY
+    days, rem_ns = np.divmod(ns, NS_PER_DAY)
+    return JD_UNIX_EPOCH + days.astype(np.float64), rem_ns.astype(np.float64) / NS_PER_DAY
 
 
 def julian_date_to_datetime64(jd: np.ndarray, fraction: np.ndarray | float = 0.0) -> np.ndarray:

@@ -68,6 +68,8 @@ def passes(constellation: Constellation, site, start, stop, *,
             frac = np.nan_to_num(np.clip((mask - e0) / (e1 - e0), 0.0, 1.0))
         return t_s[k_before] + frac * (t_s[k_after] - t_s[k_before])
 
+    if sat.size == 0:
+        return pd.DataFrame({c: pd.Series(dtype=d) for c, d in _EMPTY_COLUMNS.items()})
     has_rise = rise_t > 0
     has_set = set_t < n_t
     rise_s_val = np.where(has_rise, crossing_time(np.maximum(rise_t - 1, 0), rise_t, sat), np.nan)
@@ -82,13 +84,13 @@ def passes(constellation: Constellation, site, start, stop, *,
     order = np.lexsort((-el_run, run_id))
     first = np.r_[0, np.flatnonzero(np.diff(run_id[order])) + 1]
     k_max = k_all[order[first]]
-    km = np.clip(k_max, 1, n_t - 2)
+    km = np.clip(k_max, 1, max(n_t - 2, 1))  # no parabola on grids of fewer than 3 steps
     y0, y1, y2 = el[km - 1, sat], el[km, sat], el[km + 1, sat]
     denom = y0 - 2 * y1 + y2
+    fit = (denom < 0) & (k_max == km) & (n_t >= 3)
     with np.errstate(invalid="ignore", divide="ignore"):
-        offset = np.where((denom < 0) & (k_max == km), 0.5 * (y0 - y2) / denom, 0.0)
-        peak = np.where((denom < 0) & (k_max == km), y1 - 0.25 * (y0 - y2) * offset,
-                        el[k_max, sat])
+        offset = np.where(fit, 0.5 * (y0 - y2) / denom, 0.0)
+        peak = np.where(fit, y1 - 0.25 * (y0 - y2) * offset, el[k_max, sat])
     step = float(step_s)
     culm_s = t_s[k_max] + offset * step
 
@@ -112,6 +114,13 @@ def passes(constellation: Constellation, site, start, stop, *,
     })
     key = table["rise_time"].fillna(table["culmination_time"])
     return table.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+_EMPTY_COLUMNS = {"sat": "int64", "name": "object", "rise_time": "datetime64[ns]",
+                  "rise_azimuth_deg": "float64", "culmination_time": "datetime64[ns]",
+                  "max_elevation_deg": "float64", "culmination_azimuth_deg": "float64",
+                  "set_time": "datetime64[ns]", "set_azimuth_deg": "float64",
+                  "duration_s": "float64", "complete": "bool"}
 
 
 def _site_tuple(site) -> tuple[float, float, float]:

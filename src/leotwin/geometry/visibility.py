@@ -146,6 +146,8 @@ def visible(positions: xr.Dataset, sites, *, min_elevation_deg: float | None = N
     valid_all = (positions["operational"].to_numpy() if operational_only
                  and "operational" in positions else np.ones(r_all.shape[:2], dtype=bool))
     n_t = times.size
+    if chunk_steps is not None and int(chunk_steps) < 1:
+        raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps!r}")
     if chunk_steps is None:
         r_max = float(np.nanmax(np.linalg.norm(r_all[0].to_numpy(), axis=-1), initial=0.0))
         chunk_steps = _auto_chunk_steps(len(sites), r_all.shape[1], mask, r_max)

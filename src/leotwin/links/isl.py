@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._arrays import run_starts
-from ..constants import C_KM_S, EARTH_ROTATION_RAD_S, WGS84_A_KM, WGS84_B_KM
+from ..constants import EARTH_ROTATION_RAD_S, WGS84_A_KM, WGS84_B_KM
 from ..defaults import default
+from ..frames import light_time_ms
 
 #: A gap in node longitude larger than this starts a new orbital plane (Gen1 planes are 5–60°
 #: apart; satellites of one real plane spread over a few tenths of a degree).
@@ -185,7 +186,7 @@ def isl_feasible(r_ecef_km: np.ndarray, edges: np.ndarray, *, max_range_km: floa
     if valid is not None:
         v = np.asarray(valid, bool)
         usable &= v[..., edges[:, 0]] & v[..., edges[:, 1]]
-    return usable, length_km, length_km / C_KM_S * 1e3
+    return usable, length_km, light_time_ms(length_km)
 
 
 def laser_links(positions, *, max_range_km: float | None = None,

@@ -10,12 +10,10 @@ import numpy as np
 import pandas as pd
 from sgp4.api import WGS72, Satrec
 
-from ..constants import WGS72_MU_KM3_S2, WGS72_RADIUS_KM
+from ..constants import JD_SGP4INIT_EPOCH0, WGS72_MU_KM3_S2, WGS72_RADIUS_KM
 from ..timescale import split_julian_date, to_utc_datetime64
 from .constellation import Constellation, ShellSpec
 from .tle import ElementSet
-
-_JD_SGP4_EPOCH0 = 2433281.5  # 1949-12-31T00:00 UT, the origin of sgp4init's epoch argument
 
 
 @functools.cache
@@ -56,7 +54,7 @@ def walker_shell(*, altitude_km: float, inclination_deg: float, planes: int,
     label = name or f"walker-{altitude_km:g}km-{inclination_deg:g}deg"
     epoch64 = to_utc_datetime64(epoch)
     jd, fr = split_julian_date(np.array([epoch64]))
-    epoch_days = float(jd[0] - _JD_SGP4_EPOCH0 + fr[0])
+    epoch_days = float(jd[0] - JD_SGP4INIT_EPOCH0 + fr[0])
     a_km = WGS72_RADIUS_KM + altitude_km
     no_rad_min = np.sqrt(WGS72_MU_KM3_S2 / a_km**3) * 60.0
     p_idx, s_idx = np.divmod(np.arange(total), sats_per_plane)

@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 from sgp4.api import Satrec
 
+from ..timescale import NS_PER_DAY as _NS_PER_DAY
+
 __all__ = ["ElementSet", "Rejected", "TLEError", "parse_tle", "read_text"]
 
 logger = logging.getLogger(__name__)
 
-_NS_PER_DAY = 86_400_000_000_000
 _LINE_COLUMNS = 69
 _STRING_LABEL = "<string>"
 _FOUND_MAX_CHARS = 40

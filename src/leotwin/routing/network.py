@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -25,9 +25,8 @@ import xarray as xr
 from scipy.spatial import cKDTree
 
 from .._arrays import run_starts
-from ..constants import C_KM_S
 from ..defaults import default
-from ..frames import enu_basis, geodetic_to_ecef
+from ..frames import enu_basis, geodetic_to_ecef, light_time_ms
 from ..geometry.visibility import visible_pairs
 from ..links.isl import isl_feasible, plus_grid_edges
 from .graph import sat_routes
@@ -35,6 +34,10 @@ from .graph import sat_routes
 log = logging.getLogger(__name__)
 
 REASONS = ("", "no_satellite", "no_gateway_path")
+CAPACITY_POLICIES = ("greedy", "proportional")
+#: Steps whose links are computed together: candidate arrays of ~30 steps × 10,000 terminals
+#: stay around 100 MB.
+_STEPS_PER_CHUNK = 30
 MODES = ("isl", "bent_pipe")
 POLICIES = ("max_elevation", "least_loaded")
 
@@ -57,7 +60,6 @@ class NetworkConfig:
     beams_per_satellite: int | None = None
     beam_capacity_mbps: float | None = None
     h3_resolution: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def resolved(self) -> NetworkConfig:
         """A copy with every ``None`` replaced by its default, validated."""
@@ -72,6 +74,9 @@ class NetworkConfig:
             raise ValueError(f"config.mode must be one of {MODES}, got {cfg.mode!r}")
         if cfg.policy not in POLICIES:
             raise ValueError(f"config.policy must be one of {POLICIES}, got {cfg.policy!r}")
+        if cfg.capacity_policy not in CAPACITY_POLICIES:
+            raise ValueError(f"config.capacity_policy must be one of {CAPACITY_POLICIES}, got "
+                             f"{cfg.capacity_policy!r}")
         if not cfg.slot_s > 0:
             raise ValueError(f"config.slot_s must be positive, got {cfg.slot_s!r}")
         return cfg
@@ -174,8 +179,8 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
 
     pop_index = {p: k for k, p in enumerate(pops["pop"].astype(str))}
     gw_pop = np.array([pop_index[p] for p in gateways["pop"].astype(str)], dtype=np.int64)
-    fibre_ms = (gateways["pop_distance_km"].to_numpy(np.float64) * cfg.fibre_route_factor
-                * cfg.fibre_refractive_index / C_KM_S * 1e3)
+    fibre_ms = light_time_ms(gateways["pop_distance_km"].to_numpy(np.float64)
+                             * cfg.fibre_route_factor * cfg.fibre_refractive_index)
     gw_ecef, gw_enu, gw_tree = _sites(gateways)
     gw_mask = gateways["min_elevation_deg"].to_numpy(np.float64)
     antennas = gateways["antennas"].to_numpy().astype(np.int64)
@@ -197,15 +202,18 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
     handover = np.zeros((n_t, n_term), bool)
     sat_load = np.zeros((n_t, n_sat), np.int32)
 
+    # The +Grid is wired once, at the first step, for every satellite that is operational at
+    # some step of the run; failures and orbit state only switch links off step by step.
     r0 = r_all[0].to_numpy()
     v0 = positions["v_ecef_km_s"][0].to_numpy()
-    edges = (plus_grid_edges(r0, v0, positions["shell"].to_numpy(), ok_all[0])
+    wired = (positions["operational"].to_numpy().any(axis=0) if "operational" in positions
+             else np.ones(n_sat, bool)) & np.isfinite(r0).all(axis=1)
+    edges = (plus_grid_edges(r0, v0, positions["shell"].to_numpy(), wired)
              if cfg.mode == "isl" else np.empty((0, 2), np.int64))
     slot = np.floor((times - times[0]).astype("int64") / 1e9 / cfg.slot_s).astype(np.int64)
     prev = np.full(n_term, -1, np.int64)
-    chunk = max(1, int(default("propagation_chunk_steps")) // 8)
-    for a in range(0, n_t, chunk):  # chunks bound memory; see the module note on steps
-        b = min(a + chunk, n_t)
+    for a in range(0, n_t, _STEPS_PER_CHUNK):  # chunks bound memory; see the module note on steps
+        b = min(a + _STEPS_PER_CHUNK, n_t)
         r = r_all[a:b].to_numpy()
         ok = ok_all[a:b]
         usable, _, isl_ms = isl_feasible(r, edges, max_range_km=cfg.isl_max_range_km,
@@ -221,7 +229,7 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
             gsl = slice(g_bounds[k], g_bounds[k + 1])
             routes = sat_routes(
                 n_sat, n_gw, n_pop, isl_edges=edges[usable[k]], isl_delay_ms=isl_ms[k][usable[k]],
-                gw_sat_gw=gg[gsl], gw_sat_sat=gs[gsl], gw_sat_delay_ms=grng[gsl] / C_KM_S * 1e3,
+                gw_sat_gw=gg[gsl], gw_sat_sat=gs[gsl], gw_sat_delay_ms=light_time_ms(grng[gsl]),
                 gw_pop=gw_pop, gw_pop_delay_ms=fibre_ms,
                 processing_delay_ms=cfg.processing_delay_ms)
             tsl = slice(t_bounds[k], t_bounds[k + 1])
@@ -245,7 +253,7 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
             out_pop[step, chosen_term] = routes.pop[s_chosen]
             hops[step, chosen_term] = routes.hops[s_chosen] + 1  # + the user link
             elev[step, chosen_term] = el[chosen_row]
-            one_way[step, chosen_term] = (rng[chosen_row] / C_KM_S * 1e3
+            one_way[step, chosen_term] = (light_time_ms(rng[chosen_row])
                                           + cfg.processing_delay_ms + routes.delay_ms[s_chosen])
             seen = np.zeros(n_term, bool)
             seen[term] = True
@@ -331,7 +339,6 @@ def _add_capacity(ds, serving, terminals, lat_t, lon_t, cfg, n_sat):
     return ds.assign(
         throughput_mbps=(("time", "terminal"), alloc.throughput_mbps, {"units": "Mbit/s"}),
         congested=(("time", "terminal"), alloc.congested),
-        sat_demand_mbps=(("time", "sat"), alloc.sat_demand_mbps, {"units": "Mbit/s"}),
         sat_served_mbps=(("time", "sat"), alloc.sat_served_mbps, {"units": "Mbit/s"}),
         sat_beams_used=(("time", "sat"), alloc.sat_beams_used),
     )
@@ -358,20 +365,24 @@ def terminal_table(state: xr.Dataset) -> pd.DataFrame:
 
 def rtt_summary(state: xr.Dataset) -> pd.DataFrame:
     """Per terminal: share of time served, most used PoP, median and 95th-percentile RTT (ms)
-    over the served steps, and handovers."""
+    over the served steps (NaN when never served), and handovers."""
     rtt = state["rtt_ms"].to_numpy()
     served = state["served"].to_numpy()
+    n_term = state.sizes["terminal"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: never served
         median = np.nanmedian(rtt, axis=0)
         p95 = np.nanpercentile(rtt, 95, axis=0)
-    pops = state["pop"].to_numpy()
-    top_pop = [pd.Series(pops[:, k][served[:, k]]).mode().iloc[0] if served[:, k].any() else ""
-               for k in range(state.sizes["terminal"])]  # a summary over a handful of terminals
+    t_idx, term_idx = np.nonzero(served)
+    pops = pd.DataFrame({"terminal": term_idx, "pop": state["pop"].to_numpy()[t_idx, term_idx]})
+    top = pops.groupby(["terminal", "pop"]).size().reset_index(name="n")
+    top = top.sort_values(["terminal", "n"], ascending=[True, False]).drop_duplicates("terminal")
+    top_pop = np.full(n_term, "", dtype=object)
+    top_pop[top["terminal"].to_numpy()] = top["pop"].to_numpy()
     return pd.DataFrame({
         "terminal": state["terminal"].to_numpy(),
         "served_fraction": served.mean(axis=0),
-        "pop": top_pop,
+        "pop": top_pop.astype(str),
         "rtt_median_ms": median,
         "rtt_p95_ms": p95,
         "handovers": state["handovers"].to_numpy(),
