@@ -41,11 +41,16 @@ class Sizes:
     net_gateways: int = 100
     net_steps: int = 10
     nx_terminal_sample: int = 20
+    decide_terminals: int = 10_000
+    decide_steps: int = 5760
+    decide_fences: int = 50
+    decide_vertices: int = 1000
 
 
 TINY = Sizes(prop_steps=20, vis_sites=200, vis_steps=2, dense_sites=200, memory_hours=0.25,
              repeats=1, skyfield_fresh_sample=2, net_terminals=100, net_gateways=20, net_steps=2,
-             nx_terminal_sample=3)
+             nx_terminal_sample=3, decide_terminals=200, decide_steps=20, decide_fences=5,
+             decide_vertices=100)
 
 
 def best_of(fn, repeats: int) -> float:
@@ -229,6 +234,68 @@ def bench_network(con, sizes: Sizes) -> list[dict]:
     ]
 
 
+def bench_decide(sizes: Sizes) -> list[dict]:
+    """decide() for terminals × 24 h at 15 s with time-windowed 1,000-vertex geofences, against
+    a per-point shapely loop (what a naive engine does per step) measured on a sample."""
+    import shapely
+    from shapely.geometry import Point
+    from shapely.prepared import prep
+
+    from leotwin.policy.models import Account, Geofence, Policy, Terminal
+
+    rng = np.random.default_rng(4)
+    n_term, n_fence = sizes.decide_terminals, sizes.decide_fences
+    lat = rng.uniform(44.5, 52.0, n_term)
+    lon = rng.uniform(22.5, 40.0, n_term)
+    fences, geoms = [], []
+    angles = np.linspace(0, 2 * np.pi, sizes.decide_vertices, endpoint=False)
+    for k in range(n_fence):  # building the test policy, not the measured code
+        c_lat, c_lon = rng.uniform(45, 51.5), rng.uniform(23, 39.5)
+        r = rng.uniform(0.3, 1.5) * (1 + 0.15 * np.sin(7 * angles + k))
+        ring = np.c_[c_lon + r * np.cos(angles) * 1.5, c_lat + r * np.sin(angles)]
+        ring = np.vstack([ring, ring[:1]])
+        start = np.datetime64("2022-10-07T00:00") + np.timedelta64(int(rng.integers(0, 1200)),
+                                                                   "m")
+        fences.append(Geofence(
+            id=f"g{k}", geometry={"type": "Polygon", "coordinates": [ring.tolist()]},
+            action=("deny", "throttle", "allow")[k % 3], max_mbps=10.0 if k % 3 == 1 else None,
+            valid_from=pd.Timestamp(start).to_pydatetime(),
+            valid_to=pd.Timestamp(start + np.timedelta64(6, "h")).to_pydatetime(),
+            scope={"accounts": [f"a{k % 5}"]} if k % 2 else {}))
+        geoms.append(shapely.Polygon(ring))
+    policy = Policy(accounts=[Account(id=f"a{i}", country="UKR") for i in range(5)],
+                    terminals=[Terminal(id=f"t{i}", account=f"a{i % 5}") for i in range(n_term)],
+                    geofences=fences)
+    times = leotwin.time_grid(EPOCH, "2022-10-08T00:00:00Z", 15.0)[: sizes.decide_steps]
+    t0 = time.perf_counter()
+    leotwin.decide(policy, None, times, (lat, lon))
+    t_total = time.perf_counter() - t0
+    # Baseline: for each step and terminal, shapely contains over the fences active then.
+    sample_t, sample_p = min(2, times.size), min(500, n_term)
+    starts = np.array([np.datetime64(f.valid_from.replace(tzinfo=None)) for f in fences])
+    ends = np.array([np.datetime64(f.valid_to.replace(tzinfo=None)) for f in fences])
+    prepared = [prep(g) for g in geoms]
+    t0 = time.perf_counter()
+    for k in range(sample_t):
+        t = times[k * (times.size // sample_t)]
+        active = np.flatnonzero((starts <= t) & (t < ends)) if times.size > 1 else range(n_fence)
+        for i in range(sample_p):
+            p = Point(lon[i], lat[i])
+            [prepared[z].contains(p) for z in active]
+    t_loop_step = (time.perf_counter() - t0) / sample_t * (n_term / sample_p)
+    per_step = t_total / times.size
+    case = (f"{n_term} terminals × {times.size} steps, {n_fence} geofences of "
+            f"{sizes.decide_vertices} vertices, time windows and scopes")
+    return [
+        {"benchmark": "decide", "case": f"leotwin.decide, {case} (total {t_total:.1f} s)",
+         "seconds": per_step, "ratio": 1.0, "ratio_to": "leotwin",
+         "target": "≤ 0.005 s/step", "check": ("seconds", "<=", 0.005)},
+        {"benchmark": "decide", "case": "per-point shapely contains loop over the active "
+         f"geofences (prepared; {sample_t} steps × {sample_p} terminals measured, scaled)",
+         "seconds": t_loop_step, "ratio": t_loop_step / per_step, "ratio_to": "leotwin"},
+    ]
+
+
 MEMORY_CHILD = """
 import sys
 import numpy as np
@@ -285,7 +352,7 @@ def write_markdown(rows: list[dict], path: Path, sizes: Sizes, tiny: bool) -> No
         if "peak_mib" in r:
             val = f"{r['peak_mib']:.0f} MiB peak ({r['seconds']:.1f} s)"
             ratio = ""
-        elif r["benchmark"] in ("visible", "network"):
+        elif r["benchmark"] in ("visible", "network", "decide"):
             val = f"{r['seconds'] * 1000:.1f} ms/step"
             ratio = f"{r['ratio']:.2f}× vs {r['ratio_to']}"
         else:
@@ -317,6 +384,7 @@ def main(argv=None) -> int:
     rows = bench_propagation(con, sizes)
     rows += bench_visibility(leotwin.starlink_gen1(EPOCH), sizes)
     rows += bench_network(leotwin.starlink_gen1(EPOCH), sizes)
+    rows += bench_decide(sizes)
     rows += bench_memory(sizes)
     write_markdown(rows, args.out, sizes, args.tiny)
     print(args.out.read_text(encoding="utf-8").split("Raw JSON")[0])

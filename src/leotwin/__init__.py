@@ -21,6 +21,10 @@ from .orbits.propagate import operational_mask, propagate, propagate_chunks
 from .orbits.shells import starlink_gen1, walker_shell
 from .orbits.tle import TLEError
 from .places import key_cities
+from .policy.engine import DECISIONS, PRECEDENCE, check_overlaps, decide, decision_table, explain
+from .policy.errors import PolicyError
+from .policy.geofence import ZoneIndex, country_polygons, parse_geometry, read_zones
+from .policy.models import Policy, PolicyHistory, PolicyVersion, json_schemas, load_policy
 from .routing.network import NetworkConfig, network_state, rtt_summary, terminal_table
 from .timescale import time_grid
 
@@ -30,7 +34,14 @@ except _PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
 __all__ = [
+    "DECISIONS",
     "DEFAULTS",
+    "PRECEDENCE",
+    "Policy",
+    "PolicyError",
+    "PolicyHistory",
+    "PolicyVersion",
+    "ZoneIndex",
     "Allocation",
     "Constellation",
     "Ground",
@@ -40,15 +51,22 @@ __all__ = [
     "Visibility",
     "__version__",
     "allocate",
+    "check_overlaps",
+    "country_polygons",
     "coverage_summary",
+    "decide",
+    "decision_table",
     "defaults_table",
     "ecef_to_geodetic",
+    "explain",
     "geodetic_to_ecef",
+    "json_schemas",
     "key_cities",
     "laser_links",
     "load_catalog",
     "load_gateways",
     "load_omm",
+    "load_policy",
     "load_pops",
     "load_terminals",
     "load_tle",
@@ -56,9 +74,11 @@ __all__ = [
     "look_angles",
     "network_state",
     "operational_mask",
+    "parse_geometry",
     "passes",
     "propagate",
     "propagate_chunks",
+    "read_zones",
     "rtt_summary",
     "starlink_2022",
     "starlink_gen1",

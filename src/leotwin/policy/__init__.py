@@ -1,0 +1,1 @@
+"""Control plane: accounts, plans, service areas, geofences, contracts and the decision engine."""

@@ -1,0 +1,465 @@
+"""The decision engine: for every terminal and time step, allow / throttle / deny, and why.
+
+Precedence (highest first; the first rule that decides wins — the one place it is defined):
+
+1. ``status``        a suspended or standby terminal gets no service
+2. ``registration``  where whitelist mode is on (a registration rule's countries/accounts, or an
+                     account with ``registration_required``) only registered terminals
+3. ``service_area``  service only inside a licensed country (when service areas are defined)
+4. ``motion``        above the speed threshold only with a mobility plan; never above max speed
+5. ``roaming``       at most N days per calendar year outside the account's country
+6. ``contract``      inside its covered area and term, a contracted account is not cut by a
+                     geofence — unless that geofence was approved to ``override_contracts``;
+                     it cancels geofences only (quota still applies) and explains the allow
+7. ``geofence``      among geofences covering the point, active at t and in scope, the most
+                     specific scope wins (accounts > plans > terminal kinds); at equal
+                     specificity deny > throttle > allow (overlapping contradictory rules of
+                     equal specificity are rejected when the policy is checked)
+8. ``quota``         priority data spent (``used_gb`` ≥ plan quota) → throttle to the fallback
+9. ``plan``          otherwise allow, up to the plan's maximum rate
+
+Each decision carries a rule id (``status:suspended``, ``geofence:<id>``, ``plan:<name>``…)
+and every rule id has a human reason, an author and the change reason of the policy version.
+
+Vectorized: memberships are computed once per distinct position (fixed terminals: once per
+terminal) with :class:`~leotwin.policy.geofence.ZoneIndex`; rules are applied as boolean masks
+over (time, terminal) blocks, looping only over rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..frames import great_circle_km
+from ..timescale import to_utc_datetime64
+from .errors import PolicyError
+from .geofence import ZoneIndex, country_polygons, parse_geometry
+from .models import Geofence, Policy, PolicyHistory, PolicyVersion
+
+DECISIONS = ("allow", "throttle", "deny")
+ALLOW, THROTTLE, DENY = 0, 1, 2
+PRECEDENCE = ("status", "registration", "service_area", "motion", "roaming", "contract",
+              "geofence", "quota", "plan")
+_SEVERITY = {"allow": 0, "throttle": 1, "deny": 2}
+
+
+@dataclass
+class _Rules:
+    """Rule table built while deciding: id → kind, reason, author."""
+
+    ids: list[str]
+    kind: list[str]
+    reason: list[str]
+    author: list[str]
+
+    def add(self, rule_id: str, kind: str, reason: str, author: str = "") -> int:
+        if rule_id in self._index:
+            return self._index[rule_id]
+        self._index[rule_id] = len(self.ids)
+        for lst, v in ((self.ids, rule_id), (self.kind, kind), (self.reason, reason),
+                       (self.author, author)):
+            lst.append(v)
+        return self._index[rule_id]
+
+    def __post_init__(self):
+        self._index: dict[str, int] = {}
+
+
+def _to_ns(dt) -> int | None:
+    return None if dt is None else int(to_utc_datetime64(dt.replace(tzinfo=None)).astype(
+        "int64"))
+
+
+def _in_window(t_ns: np.ndarray, start, end) -> np.ndarray:
+    ok = np.ones(t_ns.shape, bool)
+    if start is not None:
+        ok &= t_ns >= _to_ns(start)
+    if end is not None:
+        ok &= t_ns < _to_ns(end)
+    return ok
+
+
+def check_overlaps(policy: Policy) -> None:
+    """Reject overlapping contradictory geofences of equal specificity (ambiguous precedence).
+
+    Two geofences conflict when their actions differ, their scopes have the same specificity
+    and can match the same terminal, their validity windows overlap and their areas overlap
+    (more than touching). Raises :class:`PolicyError` naming the later geofence."""
+    fences = policy.geofences
+    geoms = [parse_geometry(g.geometry, source="policy", feature=k, field="geofences.geometry")
+             for k, g in enumerate(fences)]
+    for j in range(len(fences)):  # over pairs of rules (tens), a policy check, not a hot path
+        for i in range(j):
+            a, b = fences[i], fences[j]
+            if a.action == b.action or a.scope.specificity != b.scope.specificity:
+                continue
+            if not (_scopes_meet(a, b) and _windows_meet(a, b)):
+                continue
+            if geoms[i].intersection(geoms[j]).area > 0:
+                raise PolicyError(
+                    f"geofence {b.id!r} ({b.action}) overlaps geofence {a.id!r} ({a.action}) "
+                    "with the same scope specificity and validity: precedence would be "
+                    "ambiguous; narrow one's scope, window or area", source="policy",
+                    feature=j, field="geofences")
+
+
+def _scopes_meet(a: Geofence, b: Geofence) -> bool:
+    for field in ("accounts", "plans", "terminal_kinds"):
+        x, y = getattr(a.scope, field), getattr(b.scope, field)
+        if x is not None and y is not None and not set(x) & set(y):
+            return False
+    return True
+
+
+def _windows_meet(a: Geofence, b: Geofence) -> bool:
+    lo = max(a.valid_from or b.valid_from, b.valid_from or a.valid_from) if (
+        a.valid_from or b.valid_from) else None
+    hi = min(a.valid_to or b.valid_to, b.valid_to or a.valid_to) if (
+        a.valid_to or b.valid_to) else None
+    return lo is None or hi is None or lo < hi
+
+
+def _positions(positions, times, n_term):
+    """(lat, lon) arrays shaped (n_time, n_term) from a Ground, a pair of arrays or a table."""
+    if hasattr(positions, "terminal_positions"):
+        lat, lon, _ = positions.terminal_positions(times)
+    else:
+        lat, lon = (np.asarray(x, dtype=np.float64) for x in positions)
+    lat = np.broadcast_to(lat, (times.size, n_term))
+    lon = np.broadcast_to(lon, (times.size, n_term))
+    return lat, lon
+
+
+def decide(policy: Policy | PolicyHistory, terminals: Sequence[str] | None, times,
+           positions_of_terminals, *, as_of=None, used_gb: np.ndarray | None = None,
+           speed_kmh: np.ndarray | None = None, chunk_steps: int = 720) -> xr.Dataset:
+    """Decision, rule and rate per (time, terminal).
+
+    ``policy`` is a :class:`Policy` or a :class:`PolicyHistory` (then the version known at
+    ``as_of`` — record time — is used; default the latest); every rule applies only inside its
+    own validity window at each ``time``. ``terminals`` are ids of ``policy.terminals`` (None:
+    all). ``positions_of_terminals`` is a :class:`leotwin.ground.Ground`, or ``(lat_deg,
+    lon_deg)`` arrays shaped ``(n_terminal,)`` or ``(n_time, n_terminal)``. ``speed_kmh``
+    defaults to the ground speed between steps; ``used_gb`` (same shape) is priority data used
+    this month. Returns ``decision`` (int8 codes, ``DECISIONS``), ``rule`` (index into the
+    ``rule_id`` dimension, whose ``rule_kind``, ``rule_reason`` and ``rule_author`` explain it)
+    and ``max_mbps``.
+    """
+    version = None
+    if isinstance(policy, PolicyHistory):
+        version = policy.at(as_of)
+        pol = version.policy
+    else:
+        pol = policy
+    by_id = {t.id: t for t in pol.terminals}
+    ids = [t.id for t in pol.terminals] if terminals is None else [str(t) for t in terminals]
+    for k, tid in enumerate(ids):
+        if tid not in by_id:
+            raise PolicyError(f"unknown terminal {tid!r}", source="decide", feature=k,
+                              field="terminals")
+    terms = [by_id[t] for t in ids]
+    times = np.atleast_1d(to_utc_datetime64(times)).astype("datetime64[ns]")
+    n_t, n_term = times.size, len(terms)
+    lat, lon = _positions(positions_of_terminals, times, n_term)
+    t_ns = times.astype("int64")
+
+    # Distinct points: fixed terminals once, moving ones per step.
+    moving = np.flatnonzero((np.ptp(lat, axis=0) > 0) | (np.ptp(lon, axis=0) > 0))
+    fixed_mask = np.ones(n_term, bool)
+    fixed_mask[moving] = False
+    pidx = np.empty((n_t, n_term), np.int64)
+    pidx[:, fixed_mask] = np.arange(n_term)[fixed_mask][None, :]
+    pidx[:, moving] = n_term + np.arange(n_t * moving.size).reshape(n_t, moving.size)
+    p_lat = np.r_[lat[0], lat[:, moving].ravel()]
+    p_lon = np.r_[lon[0], lon[:, moving].ravel()]
+
+    rules = _Rules([], [], [], [])
+    change = f" (policy v{version.version}: {version.reason})" if version else ""
+    plans = {p.name: p for p in pol.plans}
+    accounts = {a.id: a for a in pol.accounts}
+    term_plan = [plans.get(t.plan) if t.plan else None for t in terms]
+    plan_max = np.array([p.max_mbps if p else np.inf for p in term_plan])
+    term_account = np.array([t.account for t in terms], dtype=object)
+    term_kind = np.array([t.kind for t in terms], dtype=object)
+    term_plan_name = np.array([t.plan or "" for t in terms], dtype=object)
+
+    # Country memberships for every country any rule mentions.
+    countries = sorted({a.country for a in pol.accounts}
+                       | {c for s in pol.service_areas for c in s.countries}
+                       | {c for r in pol.registration_rules for c in (r.countries or [])})
+    c_member = np.zeros((p_lat.size, 0), bool)
+    if countries:
+        polys = country_polygons(countries)
+        c_member = ZoneIndex([polys[c] for c in countries]).contains(p_lat, p_lon)
+    c_col = {c: k for k, c in enumerate(countries)}
+
+    def in_countries(codes) -> np.ndarray:  # per point
+        if not codes:
+            return np.zeros(p_lat.size, bool)
+        return c_member[:, [c_col[c] for c in codes]].any(axis=1)
+
+    fences = pol.geofences
+    f_geoms = [parse_geometry(g.geometry, source="policy", feature=k, field="geofences.geometry")
+               for k, g in enumerate(fences)]
+    f_member = ZoneIndex(f_geoms).contains(p_lat, p_lon) if fences else np.zeros(
+        (p_lat.size, 0), bool)
+    contracts = pol.contracts
+    k_member = ZoneIndex([parse_geometry(c.covered_area, source="policy", feature=k,
+                                         field="contracts.covered_area")
+                          for k, c in enumerate(contracts)]).contains(p_lat, p_lon) \
+        if contracts else np.zeros((p_lat.size, 0), bool)
+
+    # Speeds from positions when not given (ground speed between steps).
+    if speed_kmh is None:
+        speed_kmh = np.zeros((n_t, n_term))
+        if moving.size and n_t > 1:
+            d_km = great_circle_km(lat[:-1, moving], lon[:-1, moving], lat[1:, moving],
+                                   lon[1:, moving])
+            dt_h = (np.diff(t_ns) / 3.6e12)[:, None]
+            v = d_km / dt_h
+            speed_kmh[1:, moving] = v
+            speed_kmh[0, moving] = v[0]
+    speed_kmh = np.broadcast_to(np.asarray(speed_kmh, float), (n_t, n_term))
+
+    # Roaming: distinct calendar days outside the home country, counted per calendar year.
+    home = np.array([accounts[a].country for a in term_account], dtype=object)
+    outside = np.zeros((n_t, n_term), bool)
+    if pol.roaming_rules and countries:
+        home_col = np.array([c_col[c] for c in home])
+        outside = ~c_member[pidx, home_col[None, :]]
+    day = t_ns // 86_400_000_000_000
+    year = times.astype("datetime64[Y]").astype(np.int64)
+
+    decision = np.zeros((n_t, n_term), np.int8)
+    rule = np.full((n_t, n_term), -1, np.int16)
+    max_mbps = np.broadcast_to(plan_max, (n_t, n_term)).astype(np.float32)
+    roam_days = _roaming_days(outside, day, year) if pol.roaming_rules else None
+
+    for a in range(0, n_t, max(1, chunk_steps)):  # bounded memory; rules loop inside
+        b = min(a + chunk_steps, n_t)
+        sl = slice(a, b)
+        _decide_block(
+            sl, pol, terms, rules, change, pidx[sl], t_ns[sl], in_countries, c_col, c_member,
+            f_member, k_member, fences, contracts, plans, term_plan, term_account, term_kind,
+            term_plan_name, speed_kmh[sl], roam_days[sl] if roam_days is not None else None,
+            None if used_gb is None else np.broadcast_to(used_gb, (n_t, n_term))[sl],
+            decision[sl], rule[sl], max_mbps[sl])
+
+    return xr.Dataset(
+        {
+            "decision": (("time", "terminal"), decision,
+                         {"flag_values": list(range(len(DECISIONS))),
+                          "flag_meanings": " ".join(DECISIONS)}),
+            "rule": (("time", "terminal"), rule, {"description": "index into rule_id"}),
+            "max_mbps": (("time", "terminal"), max_mbps, {"units": "Mbit/s",
+                                                          "description": "0 when denied"}),
+            "rule_kind": (("rule_id",), np.array(rules.kind, dtype=str)),
+            "rule_reason": (("rule_id",), np.array(rules.reason, dtype=str)),
+            "rule_author": (("rule_id",), np.array(rules.author, dtype=str)),
+        },
+        coords={"time": times, "terminal": np.array(ids, dtype=str),
+                "account": ("terminal", term_account.astype(str)),
+                "rule_id": np.array(rules.ids, dtype=str)},
+        attrs={"policy_version": version.version if version else 0,
+               "policy_recorded_at": version.recorded_at.isoformat() if version else "",
+               "precedence": " > ".join(PRECEDENCE)},
+    )
+
+
+def _roaming_days(outside: np.ndarray, day: np.ndarray, year: np.ndarray) -> np.ndarray:
+    """Per (time, terminal): distinct calendar days outside the home country so far this year
+    within the run (the current day included)."""
+    first_of_day = np.r_[True, day[1:] != day[:-1]]
+    day_id = np.cumsum(first_of_day) - 1
+    n_days = int(day_id[-1]) + 1
+    any_out = np.zeros((n_days, outside.shape[1]), bool)
+    np.logical_or.at(any_out, day_id, outside)
+    day_year = year[first_of_day]
+    counts = np.cumsum(any_out, axis=0)
+    # Restart the count at each new year.
+    year_start = np.r_[True, day_year[1:] != day_year[:-1]]
+    base = np.zeros_like(counts)
+    starts = np.flatnonzero(year_start)
+    for s in starts[1:]:  # over calendar years in the run (one or two)
+        base[s:] = counts[s - 1]
+    return (counts - base)[day_id]
+
+
+def _decide_block(sl, pol, terms, rules, change, pidx, t_ns, in_countries, c_col, c_member,
+                  f_member, k_member, fences, contracts, plans, term_plan, term_account,
+                  term_kind, term_plan_name, speed, roam_days, used_gb, decision, rule,
+                  max_mbps):
+    n, n_term = pidx.shape
+    undecided = np.ones((n, n_term), bool)
+
+    def apply(mask, code, rid, rate=None):
+        m = mask & undecided
+        decision[m] = code
+        rule[m] = rid
+        if code == DENY:
+            max_mbps[m] = 0.0
+        elif rate is not None:
+            max_mbps[m] = np.minimum(max_mbps[m], rate if np.ndim(rate) == 0 else rate[m])
+        undecided[m] = False
+
+    # 1. status
+    for status in ("suspended", "standby"):
+        mask = np.array([t.status == status for t in terms])
+        if mask.any():
+            rid = rules.add(f"status:{status}", "status", f"terminal is {status}" + change)
+            apply(np.broadcast_to(mask, (n, n_term)), DENY, rid)
+    # 2. registration (whitelist)
+    unregistered = np.array([not t.registered for t in terms])
+    if unregistered.any():
+        for r in pol.registration_rules:
+            acc_ok = np.ones(n_term, bool) if r.accounts is None else np.isin(term_account,
+                                                                              r.accounts)
+            where = (np.ones(n, bool)[:, None] if r.countries is None
+                     else in_countries(r.countries)[pidx])
+            rid = rules.add(f"registration:{r.id}", "registration",
+                            "whitelist mode: terminal not registered" + change)
+            apply(where & (acc_ok & unregistered)[None, :], DENY, rid)
+        required = {a.id: a.registration_required for a in pol.accounts}
+        req = np.array([required[x] for x in term_account], dtype=bool)
+        if req.any():
+            rid = rules.add("registration:account", "registration",
+                            "account requires registered terminals" + change)
+            apply(np.broadcast_to(req & unregistered, (n, n_term)), DENY, rid)
+    # 3. service area
+    if pol.service_areas:
+        licensed = in_countries(sorted({c for s in pol.service_areas for c in s.countries}))
+        names = ", ".join(sorted({c for s in pol.service_areas for c in s.countries}))
+        rid = rules.add("service_area", "service_area",
+                        f"outside the licensed countries ({names})" + change)
+        apply(~licensed[pidx], DENY, rid)
+    # 4. motion
+    mobile = np.array([bool(p and p.mobility_allowed) for p in term_plan])
+    for r in pol.motion_rules:
+        rid = rules.add(f"motion:{r.id}:max", "motion",
+                        f"faster than {r.max_speed_kmh:g} km/h" + change)
+        apply(speed > r.max_speed_kmh, DENY, rid)
+        rid = rules.add(f"motion:{r.id}", "motion",
+                        f"moving above {r.speed_threshold_kmh:g} km/h without a mobility plan"
+                        + change)
+        apply((speed > r.speed_threshold_kmh) & ~mobile[None, :], DENY, rid)
+    # 5. roaming
+    for r in pol.roaming_rules:
+        rid = rules.add(f"roaming:{r.id}", "roaming",
+                        f"more than {r.max_days_per_year} days this year outside the account's "
+                        "country" + change)
+        apply(roam_days > r.max_days_per_year, DENY, rid)
+    # 6. contract protection (decides only where a geofence would otherwise cut)
+    protected = np.full((n, n_term), -1, np.int64)
+    for k, c in enumerate(contracts):
+        active = _in_window(t_ns, c.term_start, c.term_end)
+        mask = active[:, None] & k_member[pidx, k] & (term_account == c.account)[None, :]
+        protected[mask & (protected < 0)] = k
+    # 7. geofences: ascending priority so that the strongest one is written last.
+    shield = np.zeros((n, n_term), bool)
+    if fences:
+        order = sorted(range(len(fences)), key=lambda k: (fences[k].scope.specificity,
+                                                          _SEVERITY[fences[k].action]))
+        best = np.full((n, n_term), -1, np.int64)
+        for k in order:  # over rules
+            g = fences[k]
+            scope = np.ones(n_term, bool)
+            if g.scope.accounts is not None:
+                scope &= np.isin(term_account, g.scope.accounts)
+            if g.scope.plans is not None:
+                scope &= np.isin(term_plan_name, g.scope.plans)
+            if g.scope.terminal_kinds is not None:
+                scope &= np.isin(term_kind, g.scope.terminal_kinds)
+            active = _in_window(t_ns, g.valid_from, g.valid_to)
+            if not (scope.any() and active.any()):
+                continue
+            mask = active[:, None] & scope[None, :] & f_member[pidx, k]
+            best[mask] = k
+        has = best >= 0
+        if has.any():
+            codes = np.array([_SEVERITY[g.action] for g in fences])
+            override = np.array([g.override_contracts for g in fences])
+            cut = has & (codes[np.maximum(best, 0)] > ALLOW)
+            shield = cut & (protected >= 0) & ~override[np.maximum(best, 0)]
+            # A shielded geofence is cancelled; quota and plan still apply after it, and an
+            # otherwise plain "allow" is explained by the contract (see the plan step).
+            best[shield] = -1
+            has = best >= 0
+            for k in np.unique(best[has]):
+                g = fences[k]
+                rid = rules.add(f"geofence:{g.id}", "geofence",
+                                (g.reason or f"geofence {g.id}") + change, g.author)
+                rate = None if g.max_mbps is None else np.float32(g.max_mbps)
+                apply(best == k, {"allow": ALLOW, "throttle": THROTTLE, "deny": DENY}[g.action],
+                      rid, rate)
+    # 8. quota
+    if used_gb is not None:
+        quota = np.array([p.priority_quota_gb_month if p else np.inf for p in term_plan])
+        fallback = np.array([p.fallback_mbps if p else np.inf for p in term_plan])
+        spent = np.asarray(used_gb, float) >= quota[None, :]
+        for name in sorted({p.name for p in term_plan if p}):
+            rid = rules.add(f"quota:{name}", "quota",
+                            f"priority data of plan {name} spent: fallback rate" + change)
+            mask = spent & (term_plan_name == name)[None, :]
+            apply(mask, THROTTLE, rid, np.broadcast_to(fallback[None, :], (n, n_term)))
+    # 9. plan (where a contract shielded a geofence, the contract explains the allow)
+    if fences and contracts:
+        for k in np.unique(protected[shield]):
+            c = contracts[k]
+            rid = rules.add(f"contract:{c.id}", "contract",
+                            f"contract {c.id} protects account {c.account} in its covered area "
+                            f"({c.committed_availability_pct:g}% committed)" + change)
+            apply(shield & (protected == k), ALLOW, rid)
+    for name in sorted({t.plan or "" for t in terms}):
+        rid = rules.add(f"plan:{name}" if name else "default", "plan",
+                        (f"allowed by plan {name}" if name else "allowed (no plan limits)")
+                        + change)
+        apply((term_plan_name == name)[None, :] & np.ones((n, 1), bool), ALLOW, rid)
+
+
+def explain(decisions: xr.Dataset, terminal: str, at) -> dict:
+    """Decision, rule id, kind, reason and author for one terminal at one time (nearest step
+    at or before ``at``)."""
+    t = np.datetime64(to_utc_datetime64(at), "ns")
+    times = decisions["time"].to_numpy()
+    k = int(np.searchsorted(times, t, side="right")) - 1
+    if k < 0:
+        raise PolicyError(f"{t} is before the first decided time {times[0]}", source="explain",
+                          field="at")
+    terms = decisions["terminal"].to_numpy()
+    hits = np.flatnonzero(terms == terminal)
+    if hits.size == 0:
+        raise PolicyError(f"unknown terminal {terminal!r}", source="explain", field="terminal")
+    j = int(hits[0])
+    r = int(decisions["rule"].to_numpy()[k, j])
+    return {
+        "terminal": terminal,
+        "time": str(times[k]),
+        "decision": DECISIONS[int(decisions["decision"].to_numpy()[k, j])],
+        "max_mbps": float(decisions["max_mbps"].to_numpy()[k, j]),
+        "rule": str(decisions["rule_id"].to_numpy()[r]),
+        "kind": str(decisions["rule_kind"].to_numpy()[r]),
+        "reason": str(decisions["rule_reason"].to_numpy()[r]),
+        "author": str(decisions["rule_author"].to_numpy()[r]),
+        "policy_version": int(decisions.attrs.get("policy_version", 0)),
+    }
+
+
+def decision_table(decisions: xr.Dataset) -> pd.DataFrame:
+    """Long table (time, terminal, decision, rule, max_mbps) with labels instead of codes."""
+    n_t, n_term = decisions.sizes["time"], decisions.sizes["terminal"]
+    return pd.DataFrame({
+        "time": np.repeat(decisions["time"].to_numpy(), n_term),
+        "terminal": np.tile(decisions["terminal"].to_numpy(), n_t),
+        "decision": np.array(DECISIONS)[decisions["decision"].to_numpy().ravel()],
+        "rule": decisions["rule_id"].to_numpy()[decisions["rule"].to_numpy().ravel()],
+        "max_mbps": decisions["max_mbps"].to_numpy().ravel(),
+    })
+
+
+__all__ = ["DECISIONS", "PRECEDENCE", "PolicyVersion", "check_overlaps", "decide",
+           "decision_table", "explain"]

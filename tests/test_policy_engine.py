@@ -1,0 +1,213 @@
+"""Decision engine: precedence (every pair), time windows, as-of replays, explanations."""
+
+import itertools
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+import leotwin.policy.engine as engine
+from leotwin.policy.engine import DECISIONS, PRECEDENCE, check_overlaps, decide, explain
+from leotwin.policy.errors import PolicyError
+from leotwin.policy.models import (
+    Account,
+    Contract,
+    Geofence,
+    MotionRule,
+    Policy,
+    PolicyHistory,
+    PolicyVersion,
+    RegistrationRule,
+    RoamingRule,
+    Scope,
+    ServiceArea,
+    ServicePlan,
+    Terminal,
+)
+
+KYIV = (50.45, 30.52)
+TIMES = np.array(["2022-10-03T12:00", "2022-10-05T12:00", "2022-10-08T12:00"],
+                 dtype="datetime64[ns]")
+
+
+def box(lat, lon, half=0.5):
+    ring = [[lon - half, lat - half], [lon + half, lat - half], [lon + half, lat + half],
+            [lon - half, lat + half], [lon - half, lat - half]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def build(active: set[str]) -> tuple[Policy, dict]:
+    """A one-terminal policy at Kyiv in which exactly the rule kinds in ``active`` fire."""
+    account_country = "POL" if "roaming" in active else "UKR"
+    plan = ServicePlan(name="basic", priority_quota_gb_month=10, min_mbps=5, max_mbps=100,
+                       fallback_mbps=1, mobility_allowed=False)
+    kw = dict(
+        accounts=[Account(id="army", country=account_country)],
+        terminals=[Terminal(id="t1", account="army", plan="basic",
+                            status="suspended" if "status" in active else "active",
+                            registered="registration" not in active)],
+        plans=[plan],
+    )
+    if "registration" in active:
+        kw["registration_rules"] = [RegistrationRule(id="ua", countries=["UKR"])]
+    if "service_area" in active:
+        kw["service_areas"] = [ServiceArea(id="eu", countries=["POL", "DEU"])]
+    if "motion" in active:
+        kw["motion_rules"] = [MotionRule(id="m", speed_threshold_kmh=10, max_speed_kmh=500)]
+    if "roaming" in active:
+        kw["roaming_rules"] = [RoamingRule(id="r", max_days_per_year=0)]
+    if "geofence" in active or "contract" in active:
+        kw["geofences"] = [Geofence(id="g", geometry=box(*KYIV), action="deny",
+                                    reason="restricted area", author="ops")]
+    if "contract" in active:
+        kw["contracts"] = [Contract(id="c", account="army", committed_availability_pct=99,
+                                    covered_area=box(*KYIV, half=2),
+                                    term_start=datetime(2022, 1, 1),
+                                    term_end=datetime(2023, 1, 1))]
+    extra = {"speed_kmh": np.full((TIMES.size, 1), 50.0) if "motion" in active else None,
+             "used_gb": np.full((TIMES.size, 1), 20.0) if "quota" in active else None}
+    return Policy(**kw), extra
+
+
+def winner_kind(policy, extra):
+    ds = decide(policy, ["t1"], TIMES, ([KYIV[0]], [KYIV[1]]), **extra)
+    kinds = {str(ds["rule_kind"].to_numpy()[r]) for r in ds["rule"].to_numpy().ravel()}
+    assert len(kinds) == 1
+    return kinds.pop(), ds
+
+
+def expected(a: str, b: str) -> str:
+    hi, lo = sorted((a, b), key=PRECEDENCE.index)
+    if hi == "contract" and lo == "quota":
+        return "quota"  # a contract only cancels geofences; the plan's quota still applies
+    return hi
+
+
+PAIRS = [p for p in itertools.combinations(PRECEDENCE, 2) if "plan" not in p] + \
+    [(k, "plan") for k in PRECEDENCE if k != "plan"]
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=["+".join(p) for p in PAIRS])
+def test_precedence_pair(pair):
+    policy, extra = build(set(pair))
+    kind, ds = winner_kind(policy, extra)
+    assert kind == expected(*pair)
+    decision = DECISIONS[int(ds["decision"].to_numpy()[0, 0])]
+    assert decision == {"status": "deny", "registration": "deny", "service_area": "deny",
+                        "motion": "deny", "roaming": "deny", "contract": "allow",
+                        "geofence": "deny", "quota": "throttle", "plan": "allow"}[kind]
+
+
+def test_each_rule_alone():
+    for kind in PRECEDENCE:
+        if kind in ("plan",):
+            continue
+        policy, extra = build({kind})
+        got, _ = winner_kind(policy, extra)
+        assert got == kind  # "contract" comes with a deny geofence it cancels
+
+
+def test_geofence_time_window_and_throttle():
+    fence = Geofence(id="kharkiv-oct", geometry=box(49.98, 36.25), action="deny",
+                     valid_from=datetime(2022, 10, 1), valid_to=datetime(2022, 10, 7),
+                     reason="front line", author="ops")
+    slow = Geofence(id="slow", geometry=box(50.45, 30.52), action="throttle", max_mbps=5,
+                    reason="capacity", author="ops")
+    policy = Policy(accounts=[Account(id="a", country="UKR")],
+                    terminals=[Terminal(id="kh", account="a"), Terminal(id="kv", account="a")],
+                    geofences=[fence, slow])
+    times = np.array(["2022-09-30T23:59", "2022-10-01T00:00", "2022-10-06T23:59",
+                      "2022-10-07T00:00"], dtype="datetime64[ns]")
+    ds = decide(policy, None, times, ([49.98, 50.45], [36.25, 30.52]))
+    np.testing.assert_array_equal(ds["decision"].to_numpy()[:, 0], [0, 2, 2, 0])
+    np.testing.assert_array_equal(ds["decision"].to_numpy()[:, 1], [1, 1, 1, 1])
+    assert (ds["max_mbps"].to_numpy()[:, 1] == 5).all()
+    assert (ds["max_mbps"].to_numpy()[1:3, 0] == 0).all()
+    info = explain(ds, "kh", "2022-10-03T00:00Z")
+    assert info["decision"] == "deny" and info["rule"] == "geofence:kharkiv-oct"
+    assert info["author"] == "ops" and "front line" in info["reason"]
+
+
+def test_as_of_replays_before_and_after_a_correction():
+    wide = Geofence(id="east", geometry=box(49.5, 37.0, half=1.5), action="deny",
+                    valid_from=datetime(2022, 10, 1), reason="east restricted", author="ops")
+    narrow = wide.model_copy(update={"geometry": box(48.5, 38.5, half=0.5),
+                                     "reason": "corrected: only the front"})
+    base = dict(accounts=[Account(id="a", country="UKR")],
+                terminals=[Terminal(id="izium", account="a")])
+    v1 = PolicyVersion(version=1, recorded_at=datetime(2022, 9, 30), author="ops",
+                       reason="initial", policy=Policy(**base, geofences=[wide]))
+    history = PolicyHistory(versions=[v1]).record(
+        Policy(**base, geofences=[narrow]), author="ops", reason="correction",
+        recorded_at=datetime(2022, 10, 10, tzinfo=UTC))
+    t = np.array(["2022-10-05T12:00"], dtype="datetime64[ns]")
+    izium = ([49.21], [37.28])
+    before = decide(history, None, t, izium, as_of=datetime(2022, 10, 8))
+    after = decide(history, None, t, izium, as_of=datetime(2022, 10, 11))
+    assert DECISIONS[int(before["decision"][0, 0])] == "deny"
+    assert DECISIONS[int(after["decision"][0, 0])] == "allow"
+    assert before.attrs["policy_version"] == 1 and after.attrs["policy_version"] == 2
+    with pytest.raises(PolicyError, match="no policy version"):
+        decide(history, None, t, izium, as_of=datetime(2022, 9, 1))
+
+
+def test_more_specific_geofence_wins_and_contradictions_are_rejected():
+    deny_all = Geofence(id="deny-all", geometry=box(*KYIV), action="deny")
+    allow_army = Geofence(id="allow-army", geometry=box(*KYIV), action="allow",
+                          scope=Scope(accounts=["army"]))
+    policy = Policy(accounts=[Account(id="army", country="UKR"), Account(id="x", country="UKR")],
+                    terminals=[Terminal(id="t1", account="army"), Terminal(id="t2", account="x")],
+                    geofences=[deny_all, allow_army])
+    check_overlaps(policy)
+    ds = decide(policy, None, TIMES[:1], ([KYIV[0]] * 2, [KYIV[1]] * 2))
+    assert [DECISIONS[int(c)] for c in ds["decision"].to_numpy()[0]] == ["allow", "deny"]
+    clash = policy.model_copy(update={"geofences": [
+        deny_all, Geofence(id="allow-all", geometry=box(KYIV[0] + 0.3, KYIV[1]),
+                           action="allow")]})
+    with pytest.raises(PolicyError, match="feature 1.*ambiguous"):
+        check_overlaps(clash)
+    until_2023 = deny_all.model_copy(update={"valid_to": datetime(2023, 1, 1, tzinfo=UTC)})
+    apart = policy.model_copy(update={"geofences": [
+        until_2023, Geofence(id="allow-later", geometry=box(*KYIV), action="allow",
+                             valid_from=datetime(2023, 1, 1))]})
+    check_overlaps(apart)  # same area, but the windows do not meet
+
+
+def test_motion_from_positions_and_roaming_days():
+    policy = Policy(accounts=[Account(id="a", country="UKR")],
+                    plans=[ServicePlan(name="p", priority_quota_gb_month=1, min_mbps=1,
+                                       max_mbps=10)],
+                    terminals=[Terminal(id="car", account="a", kind="in_motion", plan="p")],
+                    motion_rules=[MotionRule(id="m", speed_threshold_kmh=20)])
+    times = np.array(["2022-10-05T12:00", "2022-10-05T12:01", "2022-10-05T12:02"],
+                     dtype="datetime64[ns]")
+    lat = np.array([[50.0], [50.0], [50.0]])
+    lon = np.array([[30.0], [30.0], [30.02]])  # parked, then ~1.4 km in a minute (86 km/h)
+    ds = decide(policy, None, times, (lat, lon))
+    assert [DECISIONS[int(c)] for c in ds["decision"].to_numpy()[:, 0]] == \
+        ["allow", "allow", "deny"]
+    roam = Policy(accounts=[Account(id="a", country="POL")],
+                  terminals=[Terminal(id="t", account="a")],
+                  roaming_rules=[RoamingRule(id="r", max_days_per_year=2)])
+    days = np.array([f"2022-10-0{d}T12:00" for d in range(1, 6)], dtype="datetime64[ns]")
+    ds = decide(roam, None, days, ([KYIV[0]], [KYIV[1]]))  # in Ukraine, home is Poland
+    assert [DECISIONS[int(c)] for c in ds["decision"].to_numpy()[:, 0]] == \
+        ["allow", "allow", "deny", "deny", "deny"]
+
+
+def test_unknown_terminal_and_bad_geometry():
+    policy, _ = build(set())
+    with pytest.raises(PolicyError, match="unknown terminal 'nope'"):
+        decide(policy, ["nope"], TIMES, ([0.0], [0.0]))
+    bad = Policy(accounts=[Account(id="a", country="UKR")],
+                 terminals=[Terminal(id="t", account="a")],
+                 geofences=[Geofence(id="g", action="deny", geometry={
+                     "type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]})])
+    with pytest.raises(PolicyError, match="feature 0"):
+        decide(bad, None, TIMES, ([0.5], [0.5]))
+
+
+def test_precedence_is_documented_in_one_place():
+    doc = engine.__doc__
+    positions = [doc.index(f"``{k}``") for k in PRECEDENCE]
+    assert positions == sorted(positions)
