@@ -25,6 +25,7 @@ from .policy.engine import DECISIONS, PRECEDENCE, check_overlaps, decide, decisi
 from .policy.errors import PolicyError
 from .policy.geofence import ZoneIndex, country_polygons, parse_geometry, read_zones
 from .policy.models import Policy, PolicyHistory, PolicyVersion, json_schemas, load_policy
+from .policy.preview import ChangeRefused, Preview, guard, preview
 from .routing.network import NetworkConfig, network_state, rtt_summary, terminal_table
 from .timescale import time_grid
 
@@ -41,8 +42,10 @@ __all__ = [
     "PolicyError",
     "PolicyHistory",
     "PolicyVersion",
+    "Preview",
     "ZoneIndex",
     "Allocation",
+    "ChangeRefused",
     "Constellation",
     "Ground",
     "GroundError",
@@ -60,6 +63,7 @@ __all__ = [
     "ecef_to_geodetic",
     "explain",
     "geodetic_to_ecef",
+    "guard",
     "json_schemas",
     "key_cities",
     "laser_links",
@@ -76,6 +80,7 @@ __all__ = [
     "operational_mask",
     "parse_geometry",
     "passes",
+    "preview",
     "propagate",
     "propagate_chunks",
     "read_zones",

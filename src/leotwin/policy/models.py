@@ -65,6 +65,8 @@ class Terminal(_Model):
     status: TerminalStatus = "active"
     plan: str | None = None
     registered: bool = True
+    lat_deg: float | None = Field(None, ge=-90, le=90, description="service address")
+    lon_deg: float | None = Field(None, ge=-180, le=180, description="service address")
 
 
 class ServicePlan(_Model):
