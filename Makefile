@@ -6,8 +6,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+# PostgreSQL server binaries for the store tests (tests/conftest.py starts a throwaway cluster)
+PG_CTL_GLOB := /usr/lib/postgresql/*/bin/pg_ctl
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test bench lint install clean
+.PHONY: demo test bench lint install clean postgresql
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +32,15 @@ demo: $(STAMP_RUN)
 lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check src tests bench
 
-test: $(STAMP_TEST) lint
+# Installs the Debian package `postgresql` only when no server binaries are present.
+postgresql:
+	@ls $(PG_CTL_GLOB) >/dev/null 2>&1 || { \
+		echo "installing PostgreSQL (Debian package postgresql) for the store tests"; \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+		$(SUDO) apt-get install -y -q --no-install-recommends postgresql; }
+	@ls $(PG_CTL_GLOB) >/dev/null 2>&1 || { echo "PostgreSQL install failed" >&2; exit 1; }
+
+test: $(STAMP_TEST) lint postgresql
 	$(PY) -m pytest -q
 
 bench: $(STAMP_TEST)

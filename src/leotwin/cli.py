@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .about import api_version_info
+from .cli_policy import add_commands as add_policy_commands
 from .geometry.passes import passes as compute_passes
 from .geometry.visibility import coverage_summary, visible
 from .ground import Ground, GroundError
@@ -234,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     ne.add_argument("--out", required=True, help="per-terminal table, .parquet or .csv")
     ne.add_argument("--lenient", action="store_true")
     ne.set_defaults(func=cmd_network)
+    add_policy_commands(sub)
     return p
 
 
@@ -245,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     out, err = Console(), Console(stderr=True)
     try:
         return args.func(args, out, err)
-    except (TLEError, GroundError, UserError, ValueError, KeyError, OSError) as exc:
+    except (TLEError, GroundError, UserError, ValueError, KeyError, OSError,
+            PermissionError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         if isinstance(exc, OSError) and exc.filename:
             msg = f"{exc.filename}: {exc.strerror}"

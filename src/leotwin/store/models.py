@@ -1,0 +1,118 @@
+"""SQLAlchemy 2.0 ORM models of the store.
+
+The schema itself is created by the Alembic migrations in ``migrations/versions`` (not by
+``metadata.create_all``); these classes mirror it for queries and inserts.
+
+* ``policy_versions`` holds the full :class:`~leotwin.policy.models.Policy` snapshot of every
+  version as JSON text — authoritative for as-of replays.
+* ``geofences`` denormalises every version's geofences (GeoJSON text plus a lon/lat bbox) for
+  queries; it is derived from the snapshot and never read back into a policy.
+* ``users`` holds names, roles and (for customers) the one account they belong to.
+* ``audit_log`` is append-only (database triggers refuse UPDATE and DELETE) and hash-chained.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ROLES = ("admin", "policy_editor", "approver", "auditor", "customer")
+GENESIS_HASH = "0" * 64
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every backend (SQLite keeps naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PolicyVersionRow(Base):
+    __tablename__ = "policy_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    author: Mapped[str] = mapped_column(String(200), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    policy_json: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class GeofenceRow(Base):
+    __tablename__ = "geofences"
+    __table_args__ = (
+        CheckConstraint("min_lat >= -90 AND max_lat <= 90 AND min_lat <= max_lat "
+                        "AND min_lon >= -180 AND max_lon <= 540 AND min_lon <= max_lon",
+                        name="ck_geofences_bbox"),
+    )
+
+    version: Mapped[int] = mapped_column(
+        Integer, ForeignKey("policy_versions.version"), primary_key=True)
+    geofence_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    action: Mapped[str] = mapped_column(String(20), nullable=False)
+    max_mbps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    valid_from: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    valid_to: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    scope_json: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    author: Mapped[str] = mapped_column(String(200), nullable=False)
+    geojson: Mapped[str] = mapped_column(Text, nullable=False)
+    min_lon: Mapped[float] = mapped_column(Float, nullable=False)
+    min_lat: Mapped[float] = mapped_column(Float, nullable=False)
+    max_lon: Mapped[float] = mapped_column(Float, nullable=False)
+    max_lat: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'policy_editor', 'approver', 'auditor', 'customer')",
+                        name="ck_users_role"),
+        CheckConstraint("role <> 'customer' OR account IS NOT NULL",
+                        name="ck_users_customer_account"),
+    )
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20), nullable=False)
+    account: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    action: Mapped[str] = mapped_column(String(50), nullable=False)
+    entity: Mapped[str] = mapped_column(String(50), nullable=False)
+    entity_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    before_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    after_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
