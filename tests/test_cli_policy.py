@@ -38,7 +38,7 @@ def test_demo_store_explain_as_of_and_audit(store_env, capsys):
 
 def test_apply_is_guarded_by_a_second_approver(store_env, capsys):
     assert run(capsys, "policy", "init", "--demo")[0] == 0
-    latest = demo_history_policies()[-1][3]
+    latest = demo_history_policies()[-1][3]  # (time, author, reason, policy, …)
     fence = latest.geofences[0].model_copy(update={
         "geometry": {"type": "Polygon", "coordinates": [[[35.8, 49.6], [36.8, 49.6],
                                                          [36.8, 50.3], [35.8, 50.3],
@@ -62,6 +62,13 @@ def test_apply_is_guarded_by_a_second_approver(store_env, capsys):
     assert code == 0 and "recorded policy version 4" in out
     code, out, _ = run(capsys, "audit", "verify")
     assert code == 0
+    from leotwin.store.repository import Store
+
+    with Store.open() as store:
+        rows = store.audit_rows()
+    assert [(r.actor, r.action) for r in rows[-2:]] == [("policy-team", "policy.record"),
+                                                        ("approver-1", "policy.approve")]
+    assert rows[-1].reason == "ordered"
     bad = store_env / "bad.json"
     bad.write_text(json.dumps({"accounts": [{"id": "a", "country": "UKR"}],
                                "terminals": [{"id": "t", "account": "zzz"}]}))

@@ -36,7 +36,7 @@ def _utc(text: str) -> datetime:
         tzinfo=UTC)
 
 
-def demo_history_policies() -> list[tuple[datetime, str, str, Policy]]:
+def demo_history_policies() -> list[tuple[datetime, str, str, Policy, str | None, str | None]]:
     """An illustrative store (assumption: not real customers or rules): an army account with
     terminals near Kharkiv, Izium, Kherson and Kyiv under contract, and a geofence over the
     Kherson front recorded on 2022-10-02, later narrowed."""
@@ -69,11 +69,11 @@ def demo_history_policies() -> list[tuple[datetime, str, str, Policy]]:
                                       "reason": "restriction narrowed to the contact line"})
     return [
         (datetime(2022, 9, 1, tzinfo=UTC), "admin", "initial customers and contract",
-         Policy(**base)),
-        (datetime(2022, 10, 2, tzinfo=UTC), "policy-team", "restrict service near the front "
-         "[approved by approver-1: operational security]", Policy(**base, geofences=[fence])),
+         Policy(**base), None, None),
+        (datetime(2022, 10, 2, tzinfo=UTC), "policy-team", "restrict service near the front",
+         Policy(**base, geofences=[fence]), "approver-1", "operational security"),
         (datetime(2022, 10, 9, tzinfo=UTC), "policy-team", "correction after reports of "
-         "outages [approved by approver-1: reduce impact]", Policy(**base, geofences=[narrow])),
+         "outages", Policy(**base, geofences=[narrow]), "approver-1", "reduce impact"),
     ]
 
 
@@ -88,8 +88,9 @@ def cmd_policy_init(args, out: Console, err: Console) -> int:
                 if store.user(name) is None:
                     store.add_user(name, role, actor=args.admin or "admin")
             if store.current() is None:
-                for at, author, reason, pol in demo_history_policies():
-                    store.record_policy(pol, author=author, reason=reason, recorded_at=at)
+                for at, author, reason, pol, approver, why in demo_history_policies():
+                    store.record_policy(pol, author=author, reason=reason, recorded_at=at,
+                                        approver=approver, approval_reason=why)
         out.print(f"store ready ({store.dialect}); "
                   f"{len(store.history().versions) if store.current() else 0} policy versions")
     finally:
@@ -130,11 +131,11 @@ def cmd_policy_apply(args, out: Console, err: Console) -> int:
         guard(p, author=args.as_user, approver=args.approve_as,
               approver_role=approver.role if approver else None,
               approval_reason=args.approval_reason)
-        reason = args.reason
-        if not p.breaches.empty:
-            reason += f" [approved by {args.approve_as}: {args.approval_reason}]"
-        v = store.record_policy(change, author=args.as_user, reason=reason,
-                                recorded_at=_utc(args.at) if args.at else None)
+        approved = not p.breaches.empty
+        v = store.record_policy(change, author=args.as_user, reason=args.reason,
+                                recorded_at=_utc(args.at) if args.at else None,
+                                approver=args.approve_as if approved else None,
+                                approval_reason=args.approval_reason if approved else None)
     finally:
         store.close()
     out.print(f"recorded policy version {v.version} at {v.recorded_at.isoformat()}")

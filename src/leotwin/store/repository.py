@@ -183,8 +183,11 @@ class Store:
 
     # -- policy versions ------------------------------------------------------------------
     def record_policy(self, policy: Policy, *, author: str, reason: str,
-                      recorded_at: datetime | None = None) -> PolicyVersion:
-        """Store ``policy`` as the next version, with its geofences and one audit row."""
+                      recorded_at: datetime | None = None, approver: str | None = None,
+                      approval_reason: str | None = None) -> PolicyVersion:
+        """Store ``policy`` as the next version, with its geofences and one audit row (two
+        when a second user ``approver`` approved it: the approval is audited as its own row,
+        in the same transaction)."""
         if not isinstance(policy, Policy):
             raise TypeError(f"expected a Policy, got {type(policy).__name__}")
         if not author or not reason:
@@ -224,6 +227,10 @@ class Store:
                                entity_id=str(version), reason=reason,
                                before=None if last is None else _version_json(last),
                                after=_version_json(row))
+            if approver:
+                self._append_audit(s, actor=approver, action="policy.approve", entity="policy",
+                                   entity_id=str(version), reason=approval_reason or "",
+                                   before=None, after=None)
         log.info("policy version %d recorded by %s", version, author)
         return PolicyVersion(version=version, recorded_at=recorded_at, author=author,
                              reason=reason, policy=policy)
