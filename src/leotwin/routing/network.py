@@ -15,6 +15,7 @@ step is vectorized over satellites, gateways and terminals.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from dataclasses import dataclass, replace
@@ -155,13 +156,30 @@ def _choose(term, sat, el, routable, policy, n_sat):
     return term[chosen], chosen
 
 
+#: Cause bits of :func:`network_state` with ``attribution=True`` (and of ``simulate``).
+CAUSES = ("policy", "no_coverage", "satellite_failure", "jamming", "no_backhaul", "congestion")
+CAUSE_BIT = {c: 1 << k for k, c in enumerate(CAUSES)}
+
+
 def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None = None,
-                  failed: np.ndarray | None = None) -> xr.Dataset:
+                  failed: np.ndarray | None = None, gateway_down: np.ndarray | None = None,
+                  allowed: np.ndarray | None = None, jammed=None,
+                  attribution: bool = False) -> xr.Dataset:
     """Serving satellite, gateway, PoP, hops and latency per (time, terminal), and load per
     (time, sat), for a :func:`leotwin.propagate` result and a :class:`leotwin.ground.Ground`.
 
     ``failed`` (optional, ``(n_time, n_sat)`` bool) marks satellites that neither serve nor
-    relay. Latency: space links at c, gateway→PoP fibre at c/n over the great-circle distance
+    relay; ``gateway_down`` ``(n_time, n_gateway)`` gateways without backhaul; ``allowed``
+    ``(n_time, n_terminal)`` terminals the policy lets on the network (others are not
+    scheduled); ``jammed(step, terminal_idx, sat_idx) -> bool`` tells whether a terminal
+    served by a satellite is jammed (then it is not served).
+
+    With ``attribution=True`` the result also has ``cause_bits`` (``CAUSE_BIT`` flags): each
+    factor whose presence *alone* (all other factors removed) would cut the terminal at that
+    step — computed in the same pass from up to four shortest-path calls per step (actual,
+    without failures, without outages, healthy), never by rerunning terminals.
+
+    Latency: space links at c, gateway→PoP fibre at c/n over the great-circle distance
     times a route factor, plus a processing delay per link; RTT is twice the one-way delay
     (symmetric path). ``reason`` says why a terminal has no route: ``no_satellite`` (none
     operational above its mask) or ``no_gateway_path`` (satellites, but none with a path).
@@ -173,9 +191,13 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
     n_term, n_gw, n_pop = len(terminals), len(gateways), len(pops)
     r_all = positions["r_ecef_km"]
     ok_all = positions["operational"].to_numpy() if "operational" in positions else \
-        np.ones((n_t, n_sat), bool)
-    if failed is not None:
-        ok_all = ok_all & ~np.asarray(failed, bool)
+        np.ones((n_t, n_sat), bool)  # physically able to serve; failures applied per step
+    failed = np.zeros((n_t, n_sat), bool) if failed is None else np.asarray(failed, bool)
+    gw_down = (np.zeros((n_t, n_gw), bool) if gateway_down is None
+               else np.asarray(gateway_down, bool))
+    allowed = (np.ones((n_t, n_term), bool) if allowed is None
+               else np.broadcast_to(np.asarray(allowed, bool), (n_t, n_term)))
+    cause_bits = np.zeros((n_t, n_term), np.uint8)
 
     pop_index = {p: k for k, p in enumerate(pops["pop"].astype(str))}
     gw_pop = np.array([pop_index[p] for p in gateways["pop"].astype(str)], dtype=np.int64)
@@ -227,14 +249,17 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
         for k in range(b - a):
             step = a + k
             gsl = slice(g_bounds[k], g_bounds[k + 1])
-            routes = sat_routes(
-                n_sat, n_gw, n_pop, isl_edges=edges[usable[k]], isl_delay_ms=isl_ms[k][usable[k]],
-                gw_sat_gw=gg[gsl], gw_sat_sat=gs[gsl], gw_sat_delay_ms=light_time_ms(grng[gsl]),
-                gw_pop=gw_pop, gw_pop_delay_ms=fibre_ms,
-                processing_delay_ms=cfg.processing_delay_ms)
+            f, down = failed[step], gw_down[step]
+            any_f, any_d = bool(f.any()), bool(down.any())
+
+            routes_for = functools.partial(
+                _step_routes, n_sat, n_gw, n_pop, edges, usable[k], isl_ms[k], gg[gsl], gs[gsl],
+                grng[gsl], gw_pop, fibre_ms, cfg.processing_delay_ms, f, down)
+            routes = routes_for(True, True)
             tsl = slice(t_bounds[k], t_bounds[k + 1])
             term, sat, el, rng = ts[tsl], tsat[tsl], tel[tsl], trng[tsl]
-            routable = np.isfinite(routes.delay_ms[sat])
+            sat_up = ~f[sat]
+            routable = sat_up & np.isfinite(routes.delay_ms[sat]) & allowed[step][term]
             # Keep last step's satellite inside a slot while it still has a path.
             keep_rows = np.flatnonzero(routable & (sat == prev[term]))
             new_slot = step == 0 or slot[step] != slot[step - 1]
@@ -247,6 +272,13 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
             nt, nr = _choose(term, sat, el, routable & need[term], cfg.policy, n_sat)
             chosen_term = np.r_[chosen_term, nt]
             chosen_row = np.r_[chosen_row, nr]
+            if jammed is not None and chosen_term.size:
+                hit = np.asarray(jammed(step, chosen_term, sat[chosen_row]), bool)
+                chosen_term, chosen_row = chosen_term[~hit], chosen_row[~hit]
+            if attribution:
+                cause_bits[step] = _step_causes(
+                    step, n_term, term, sat, el, sat_up, routes, routes_for, any_f, any_d,
+                    allowed[step], jammed, cfg.policy, n_sat)
             s_chosen = sat[chosen_row]
             serving[step, chosen_term] = s_chosen
             out_gw[step, chosen_term] = routes.gateway[s_chosen]
@@ -303,7 +335,61 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
     )
     if cfg.capacity:
         ds = _add_capacity(ds, serving, terminals, lat_t, lon_t, cfg, n_sat)
+    if attribution:
+        if cfg.capacity:
+            congested = ds["congested"].to_numpy()
+            cause_bits[congested] |= CAUSE_BIT["congestion"]
+        ds["cause_bits"] = (("time", "terminal"), cause_bits,
+                            {"flag_masks": [CAUSE_BIT[c] for c in CAUSES],
+                             "flag_meanings": " ".join(CAUSES)})
     return ds
+
+
+def _step_routes(n_sat, n_gw, n_pop, edges, usable, isl_ms, feed_gw, feed_sat, feed_range_km,
+                 gw_pop, fibre_ms, processing_delay_ms, failed, down, with_failures: bool,
+                 with_outages: bool):
+    """Shortest paths at one step with or without the step's failures and outages."""
+    isl_ok = usable.copy()
+    feed_ok = np.ones(feed_sat.size, bool)
+    if with_failures:
+        isl_ok &= ~failed[edges[:, 0]] & ~failed[edges[:, 1]]
+        feed_ok = ~failed[feed_sat]
+    return sat_routes(
+        n_sat, n_gw, n_pop, isl_edges=edges[isl_ok], isl_delay_ms=isl_ms[isl_ok],
+        gw_sat_gw=feed_gw[feed_ok], gw_sat_sat=feed_sat[feed_ok],
+        gw_sat_delay_ms=light_time_ms(feed_range_km[feed_ok]), gw_pop=gw_pop,
+        gw_pop_delay_ms=fibre_ms, gw_up=~down if with_outages else None,
+        processing_delay_ms=processing_delay_ms)
+
+
+def _any_per_terminal(n_term: int, term: np.ndarray, rows_ok: np.ndarray) -> np.ndarray:
+    return np.bincount(term[rows_ok], minlength=n_term) > 0
+
+
+def _step_causes(step, n_term, term, sat, el, sat_up, routes, routes_for, any_f, any_d,
+                 allowed, jammed, policy, n_sat) -> np.ndarray:
+    """Cause bits at one step: each factor that alone (everything else healthy) cuts the
+    terminal. Healthy = no failures, no outages, no policy, no jammers."""
+    bits = np.zeros(n_term, np.uint8)
+    has_rows = np.bincount(term, minlength=n_term) > 0
+    clean = routes_for(False, False) if (any_f or any_d) else routes
+    only_f = routes_for(True, False) if any_d else routes
+    only_d = routes_for(False, True) if any_f else routes
+    ok_clean = np.isfinite(clean.delay_ms[sat])
+    servable = _any_per_terminal(n_term, term, ok_clean)
+    servable_f = _any_per_terminal(n_term, term, sat_up & np.isfinite(only_f.delay_ms[sat]))
+    servable_d = _any_per_terminal(n_term, term, np.isfinite(only_d.delay_ms[sat]))
+    bits[~has_rows] |= CAUSE_BIT["no_coverage"]
+    bits[has_rows & ~servable] |= CAUSE_BIT["no_backhaul"]  # no path even when healthy
+    bits[servable & ~servable_d] |= CAUSE_BIT["no_backhaul"]
+    bits[servable & ~servable_f] |= CAUSE_BIT["satellite_failure"]
+    bits[servable & ~allowed] |= CAUSE_BIT["policy"]
+    if jammed is not None:
+        ct, cr = _choose(term, sat, el, ok_clean, policy, n_sat)  # the healthy choice
+        if ct.size:
+            hit = np.asarray(jammed(step, ct, sat[cr]), bool)
+            bits[ct[hit]] |= CAUSE_BIT["jamming"]
+    return bits
 
 
 def _terminal_links(r, ok, fixed, fx_ecef, fx_enu, fx_tree, moving, lat, lon, alt, mask_deg):
