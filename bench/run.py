@@ -45,12 +45,14 @@ class Sizes:
     decide_steps: int = 5760
     decide_fences: int = 50
     decide_vertices: int = 1000
+    attr_terminals: int = 10_000
+    attr_steps: int = 240
 
 
 TINY = Sizes(prop_steps=20, vis_sites=200, vis_steps=2, dense_sites=200, memory_hours=0.25,
              repeats=1, skyfield_fresh_sample=2, net_terminals=100, net_gateways=20, net_steps=2,
              nx_terminal_sample=3, decide_terminals=200, decide_steps=20, decide_fences=5,
-             decide_vertices=100)
+             decide_vertices=100, attr_terminals=100, attr_steps=4)
 
 
 def best_of(fn, repeats: int) -> float:
@@ -296,6 +298,59 @@ def bench_decide(sizes: Sizes) -> list[dict]:
     ]
 
 
+def bench_attribution(sizes: Sizes) -> list[dict]:
+    """simulate() with cause attribution (policy, failures, outages, jammers, capacity) against
+    the same network run without attribution; peak traced memory of the attributed run."""
+    import tracemalloc
+    from datetime import datetime
+
+    from leotwin.analytics.simulate import simulate
+    from leotwin.faults import Faults, GatewayOutage, Jammer, RandomFailures
+    from leotwin.policy.models import Account, Geofence, Policy, Terminal
+
+    con = leotwin.starlink_gen1(EPOCH)
+    times = leotwin.time_grid(EPOCH, "2022-10-08T00:00:00Z", 15.0)[: sizes.attr_steps]
+    pos = leotwin.propagate(con, times)
+    rng = np.random.default_rng(8)
+    n = sizes.attr_terminals
+    terms = pd.DataFrame({"terminal": [f"t{i}" for i in range(n)], "account": "army",
+                          "lat_deg": rng.uniform(44.5, 52.0, n),
+                          "lon_deg": rng.uniform(22.5, 40.0, n)})
+    ground = leotwin.Ground.load(terms)
+    ring = [[35.0, 48.5], [38.5, 48.5], [38.5, 50.5], [35.0, 50.5], [35.0, 48.5]]
+    policy = Policy(accounts=[Account(id="army", country="UKR")],
+                    terminals=[Terminal(id=t, account="army") for t in terms["terminal"]],
+                    geofences=[Geofence(id="east", action="deny",
+                                        geometry={"type": "Polygon", "coordinates": [ring]})])
+    faults = Faults(random=RandomFailures(mtbf_h=2000.0, repair_h=24.0, seed=3),
+                    outages=[GatewayOutage(id="fra", pop="FRA", start=datetime(2022, 10, 7),
+                                           end=datetime(2022, 10, 7, 0, 30))],
+                    jammers=[Jammer(id="j1", lat_deg=47.1, lon_deg=37.5, eirp_dbw=30.0,
+                                    bandwidth_mhz=250.0, center_ghz=11.7)])
+    t0 = time.perf_counter()
+    leotwin.network_state(pos, ground)
+    t_plain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = simulate(pos, ground, policy=policy, faults=faults)
+    t_attr = time.perf_counter() - t0
+    tracemalloc.start()
+    simulate(pos, ground, policy=policy, faults=faults)
+    peak_mib = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    causes = pd.Series(out["cause"].to_numpy().ravel()).value_counts().to_dict()
+    per_step = t_attr / times.size
+    case = (f"{n} terminals × {times.size} steps on starlink_gen1 (policy, random failures, a "
+            f"PoP cut, a jammer); causes {causes}; 24 h at 15 s projected: "
+            f"{per_step * 5760 / 60:.1f} min; peak traced memory {peak_mib:.0f} MiB")
+    return [
+        {"benchmark": "attribution", "case": "network_state without attribution, same inputs",
+         "seconds": t_plain / times.size, "ratio": 1.0, "ratio_to": "plain"},
+        {"benchmark": "attribution", "case": f"simulate with attribution, {case}",
+         "seconds": per_step, "ratio": t_attr / t_plain, "ratio_to": "plain",
+         "target": "≤ 1.5×", "check": ("ratio", "<=", 1.5)},
+    ]
+
+
 MEMORY_CHILD = """
 import sys
 import numpy as np
@@ -352,7 +407,7 @@ def write_markdown(rows: list[dict], path: Path, sizes: Sizes, tiny: bool) -> No
         if "peak_mib" in r:
             val = f"{r['peak_mib']:.0f} MiB peak ({r['seconds']:.1f} s)"
             ratio = ""
-        elif r["benchmark"] in ("visible", "network", "decide"):
+        elif r["benchmark"] in ("visible", "network", "decide", "attribution"):
             val = f"{r['seconds'] * 1000:.1f} ms/step"
             ratio = f"{r['ratio']:.2f}× vs {r['ratio_to']}"
         else:
@@ -385,6 +440,7 @@ def main(argv=None) -> int:
     rows += bench_visibility(leotwin.starlink_gen1(EPOCH), sizes)
     rows += bench_network(leotwin.starlink_gen1(EPOCH), sizes)
     rows += bench_decide(sizes)
+    rows += bench_attribution(sizes)
     rows += bench_memory(sizes)
     write_markdown(rows, args.out, sizes, args.tiny)
     print(args.out.read_text(encoding="utf-8").split("Raw JSON")[0])

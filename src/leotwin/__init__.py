@@ -8,8 +8,19 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from .analytics.intervals import outage_intervals
+from .analytics.simulate import (
+    Counterfactual,
+    SimulationRun,
+    counterfactual,
+    outage_table,
+    simulate,
+    simulate_run,
+)
+from .analytics.sla import bill, contract_availability, usage_by_account_day
 from .capacity import Allocation, allocate, terminal_cells
 from .defaults import DEFAULTS, defaults_table
+from .faults import Faults, GatewayOutage, Jammer, RandomFailures, SatelliteFailure
 from .frames import ecef_to_geodetic, geodetic_to_ecef, look_angles, teme_to_ecef
 from .geometry.passes import passes
 from .geometry.visibility import Visibility, coverage_summary, visible
@@ -35,6 +46,21 @@ except _PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
 __all__ = [
+    "usage_by_account_day",
+    "contract_availability",
+    "bill",
+    "outage_intervals",
+    "simulate_run",
+    "simulate",
+    "outage_table",
+    "counterfactual",
+    "SatelliteFailure",
+    "RandomFailures",
+    "Jammer",
+    "GatewayOutage",
+    "Faults",
+    "SimulationRun",
+    "Counterfactual",
     "DECISIONS",
     "DEFAULTS",
     "PRECEDENCE",

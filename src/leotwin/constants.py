@@ -25,6 +25,9 @@ C_KM_S = 299792.458
 # Earth rotation rate used by Vallado's teme2ecef (AIAA 2006-6753, Appendix C), rad/s.
 EARTH_ROTATION_RAD_S = 7.29211514670698e-05
 
+# Boltzmann constant, exact since the 2019 SI redefinition, J/K.
+BOLTZMANN_J_K = 1.380649e-23
+
 # Time.
 SECONDS_PER_DAY = 86400.0
 JD_UNIX_EPOCH = 2440587.5  # Julian date of 1970-01-01T00:00:00 UTC

@@ -75,6 +75,36 @@ DEFAULTS: dict[str, Default] = {
         Default("terminal_min_mbps", 25.0, "Mbit/s",
                 "assumption: below this a terminal counts as congested when no plan says "
                 "otherwise"),
+        # --- link budget (Ku-band user downlink; leotwin.links.budget)
+        Default("downlink_freq_ghz", 11.7, "GHz",
+                "band per SpaceX FCC filings (Ku user downlink 10.7-12.7 GHz); centre an "
+                "assumption"),
+        Default("downlink_bandwidth_mhz", 250.0, "MHz",
+                "assumption: one user channel; SpaceX filings divide 10.7-12.7 GHz into 250 MHz "
+                "channels (about 240 MHz occupied, Humphreys et al., IEEE TAES 2023)"),
+        Default("sat_eirp_density_dbw_mhz", 9.8, "dBW/MHz",
+                "assumption: the PFD limit -116 dB(W/m^2) in 1 MHz (47 CFR 25.208(b), ITU RR "
+                "Art. 21; NGSO FSS 10.7-11.7 GHz, arrival 25-90 deg) reached at nadir from "
+                "550 km: -116 + 10 log10(4 pi (550 km)^2) = 9.8; held constant over elevation"),
+        Default("terminal_peak_gain_dbi", 33.0, "dBi",
+                "assumption: broadside gain of a ~0.5 m Ku phased array (Gen1 dish class)"),
+        Default("terminal_noise_temp_k", 200.0, "K",
+                "assumption: system noise temperature (LNA ~1.5 dB noise figure plus sky and "
+                "array losses); with 33 dBi this is G/T = 10 dB/K"),
+        Default("terminal_beamwidth_3db_deg", 3.0, "deg",
+                "assumption: 70 lambda/D for a ~0.58 m aperture at 11.7 GHz (3.1 deg), at "
+                "broadside; widened by 1/cos(scan) when steered"),
+        Default("terminal_near_sidelobe_db", -20.0, "dB",
+                "assumption: near-in side-lobe cap relative to peak (the -20 dB L_N option of "
+                "ITU-R S.1528; tapered arrays reach -20 to -30 dB)"),
+        Default("terminal_sidelobe_floor_dbi", -10.0, "dBi",
+                "ITU-R S.465-6 and 47 CFR 25.209(a) earth-station reference pattern: -10 dBi "
+                "from 48 to 180 deg off axis"),
+        Default("terminal_scan_loss_exponent", 1.2, "1",
+                "assumption: element pattern cos^1.2 of the angle from the array normal, a "
+                "common phased-array approximation (4.5 dB scan loss at 25 deg elevation)"),
+        Default("jammer_bandwidth_mhz", 250.0, "MHz",
+                "assumption: a barrage jammer covering one user channel"),
     ]
 }
 

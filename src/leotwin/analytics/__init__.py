@@ -1,0 +1,3 @@
+"""Service analytics over simulated (time, terminal) arrays: outage intervals
+(:mod:`leotwin.analytics.intervals`), usage, bills and contract availability
+(:mod:`leotwin.analytics.sla`)."""

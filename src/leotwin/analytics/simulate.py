@@ -1,0 +1,237 @@
+"""Service timeline per (time, terminal) with the cause of every outage, and counterfactuals.
+
+``simulate`` joins the physical network (:func:`leotwin.network_state`), the control plane
+(:func:`leotwin.decide`) and the fault model (:mod:`leotwin.faults`, link budget with jammers)
+and attributes every unserved or degraded step.
+
+Attribution is counterfactual: a cause bit is set when that factor *alone* — every other
+factor removed — would cut the terminal at that step (see ``network_state(attribution=True)``;
+policy: the decision denies although the healthy network could serve; congestion: served
+below the plan's minimum rate). Several factors can each suffice (a geofence and a jammer at
+the same place): all are recorded in ``cause_bits`` and ``cause`` is the first of
+:data:`PRIMARY_ORDER`. When only a combination cuts the terminal (no factor suffices alone),
+every factor present at that step is recorded.
+
+``dish_state`` is what the terminal itself would have shown: the user terminal reports states
+such as SEARCHING, NO_SATS, OBSTRUCTED, NO_DOWNLINK and NO_PINGS and has none for "denied by
+policy" — a policy cut looks like an endless SEARCHING from the ground, exactly like a
+satellite failure, which is why units in the field could not tell them apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..faults import Faults, failed_mask, gateway_down_mask, jammer_state
+from ..policy.engine import DENY, THROTTLE, decide
+from ..policy.models import Policy, PolicyHistory
+from ..routing.network import CAUSE_BIT, CAUSES, NetworkConfig, network_state
+
+#: Which cause is primary when several are recorded (documented choice: physics first, then
+#: the operator's deliberate decisions, then faults, then load).
+PRIMARY_ORDER = ("no_coverage", "policy", "satellite_failure", "no_backhaul", "jamming",
+                 "congestion")
+#: What the dish shows for each primary cause.
+DISH_STATE = {"": "CONNECTED", "no_coverage": "NO_SATS", "policy": "SEARCHING",
+              "satellite_failure": "SEARCHING", "no_backhaul": "NO_PINGS",
+              "jamming": "NO_DOWNLINK", "congestion": "CONNECTED"}
+
+
+@dataclass
+class SimulationRun:
+    """Inputs of a simulation and its result, so that it can be rerun counterfactually."""
+
+    positions: xr.Dataset
+    ground: object
+    policy: Policy | PolicyHistory | None
+    faults: Faults | None
+    config: NetworkConfig | None
+    as_of: object
+    result: xr.Dataset
+
+
+def _jammer_fn(positions: xr.Dataset, ground, faults: Faults | None, times: np.ndarray):
+    if faults is None or not faults.jammers:
+        return None
+    from ..frames import geodetic_to_ecef
+    from ..links import budget
+
+    jam_ecef, jam_active, eirp, bw, freq = jammer_state(faults, times)
+    lat, lon, alt = ground.terminal_positions(times)
+    r = positions["r_ecef_km"]
+
+    def jammed(step: int, term_idx: np.ndarray, sat_idx: np.ndarray) -> np.ndarray:
+        if not jam_active[step].any():
+            return np.zeros(term_idx.size, bool)
+        term_ecef = geodetic_to_ecef(lat[step, term_idx], lon[step, term_idx],
+                                     alt[step, term_idx])
+        sat_ecef = r[step].to_numpy()[sat_idx]
+        sinr = budget.sinr_db(term_ecef[None], sat_ecef[None], jam_ecef[step][None], eirp, bw,
+                              freq, jam_active[step][None])
+        return np.asarray(budget.jammed(sinr), bool).reshape(-1)
+
+    return jammed
+
+
+def simulate(positions: xr.Dataset, ground, *, policy: Policy | PolicyHistory | None = None,
+             faults: Faults | None = None, config: NetworkConfig | None = None,
+             as_of=None) -> xr.Dataset:
+    """Per (time, terminal): ``served``, ``throughput_mbps``, ``rtt_ms``, ``sat``,
+    ``gateway``, ``cause`` (primary, "" when fine), ``cause_bits``, ``rule`` (the policy rule
+    when the cause is policy) and ``dish_state``."""
+    return simulate_run(positions, ground, policy=policy, faults=faults, config=config,
+                        as_of=as_of).result
+
+
+def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
+                 as_of=None) -> SimulationRun:
+    """:func:`simulate`, keeping the inputs for :func:`counterfactual`."""
+    times = positions["time"].to_numpy()
+    terms = ground.terminals["terminal"].astype(str).to_numpy()
+    n_t, n_term = times.size, terms.size
+    sat_ids = positions["sat"].to_numpy()
+    failed = failed_mask(faults, sat_ids, times)
+    gw_down = gateway_down_mask(faults, ground.gateways["gateway"], ground.gateways["pop"],
+                                times)
+    decision = np.zeros((n_t, n_term), np.int8)
+    rule_names = np.full((n_t, n_term), "", dtype=object)
+    max_mbps = np.full((n_t, n_term), np.inf)
+    if policy is not None:
+        dec = decide(policy, list(terms), times, ground, as_of=as_of)
+        decision = dec["decision"].to_numpy()
+        rule_names = dec["rule_id"].to_numpy()[dec["rule"].to_numpy()]
+        max_mbps = dec["max_mbps"].to_numpy().astype(float)
+    net = network_state(positions, ground, config=config, failed=failed, gateway_down=gw_down,
+                        allowed=decision != DENY, jammed=_jammer_fn(positions, ground, faults,
+                                                                     times),
+                        attribution=True)
+    served = net["served"].to_numpy()
+    bits = net["cause_bits"].to_numpy().copy()
+    # Unserved with no single sufficient factor: record every factor present at the step.
+    joint = ~served & (bits == 0)
+    if joint.any():
+        present = np.zeros((n_t, n_term), np.uint8)
+        present |= np.where(failed.any(axis=1), CAUSE_BIT["satellite_failure"], 0).astype(
+            np.uint8)[:, None]
+        present |= np.where(gw_down.any(axis=1), CAUSE_BIT["no_backhaul"], 0).astype(
+            np.uint8)[:, None]
+        present |= np.where(decision == DENY, CAUSE_BIT["policy"], 0).astype(np.uint8)
+        bits[joint] = present[joint]
+    throttled = decision == THROTTLE
+    bits[throttled & served] |= CAUSE_BIT["policy"]
+    if "throughput_mbps" in net:
+        throughput = np.minimum(net["throughput_mbps"].to_numpy(), max_mbps)
+    else:
+        throughput = np.where(served, np.minimum(
+            ground.terminals["demand_mbps"].to_numpy(float)[None, :], max_mbps), 0.0)
+    throughput = np.where(served, throughput, 0.0)
+    # Only unserved or degraded steps carry a cause.
+    degraded = ~served | throttled | (bits & CAUSE_BIT["congestion"]).astype(bool)
+    bits = np.where(degraded, bits, 0).astype(np.uint8)
+    cause = np.full((n_t, n_term), "", dtype=object)
+    for name in reversed(PRIMARY_ORDER):  # over causes: the first in the order wins
+        cause[(bits & CAUSE_BIT[name]).astype(bool)] = name
+    rule = np.where(cause == "policy", rule_names, "")
+    dish = np.vectorize(DISH_STATE.get, otypes=[object])(cause)
+    result = xr.Dataset(
+        {
+            "served": (("time", "terminal"), served),
+            "throughput_mbps": (("time", "terminal"), throughput, {"units": "Mbit/s"}),
+            "rtt_ms": (("time", "terminal"), net["rtt_ms"].to_numpy(), {"units": "ms"}),
+            "sat": (("time", "terminal"), net["serving_sat"].to_numpy(),
+                    {"description": "catalog number of the serving satellite, -1: none"}),
+            "gateway": (("time", "terminal"), net["gateway"].to_numpy()),
+            "cause": (("time", "terminal"), cause.astype(str),
+                      {"primary_order": " > ".join(PRIMARY_ORDER)}),
+            "cause_bits": (("time", "terminal"), bits,
+                           {"flag_masks": [CAUSE_BIT[c] for c in CAUSES],
+                            "flag_meanings": " ".join(CAUSES)}),
+            "rule": (("time", "terminal"), rule.astype(str)),
+            "dish_state": (("time", "terminal"), dish.astype(str)),
+        },
+        coords={"time": times, "terminal": terms,
+                "account": ("terminal", ground.terminals["account"].astype(str).to_numpy())},
+        attrs={"primary_order": " > ".join(PRIMARY_ORDER)},
+    )
+    return SimulationRun(positions, ground, policy, faults, config, as_of, result)
+
+
+def _without_policy_items(policy, geofences: set[str]):
+    def strip(p: Policy) -> Policy:
+        return p.model_copy(update={"geofences": [g for g in p.geofences
+                                                  if g.id not in geofences]})
+    if policy is None or not geofences:
+        return policy
+    if isinstance(policy, PolicyHistory):
+        return PolicyHistory(versions=[v.model_copy(update={"policy": strip(v.policy)})
+                                       for v in policy.versions])
+    return strip(policy)
+
+
+@dataclass
+class Counterfactual:
+    """Difference between a run and its rerun without some elements (terminal-hours)."""
+
+    terminals: pd.DataFrame  # terminal, account, area, hours_restored, hours_lost
+    by_account: pd.DataFrame
+    by_area: pd.DataFrame
+    run: SimulationRun  # the rerun
+
+
+def counterfactual(run: SimulationRun, without: Sequence[str]) -> Counterfactual:
+    """Rerun ``run`` with elements removed — ``geofence:ID``, ``jammer:ID``, ``failure:SAT``,
+    ``outage:ID`` — and return per terminal the terminal-hours restored (and lost), summed by
+    account and by area (the H3 resolution-3 cell of the terminal, ~12,000 km²)."""
+    from ..capacity import terminal_cells
+
+    fences, jammers, sats, outages = set(), set(), set(), set()
+    for item in without:
+        kind, _, ident = item.partition(":")
+        if not ident or kind not in ("geofence", "jammer", "failure", "outage"):
+            raise ValueError(f"without: {item!r} is not geofence:ID, jammer:ID, failure:SAT "
+                             "or outage:ID")
+        {"geofence": fences, "jammer": jammers, "failure": sats, "outage": outages}[kind].add(
+            ident)
+    faults = run.faults
+    if faults is not None:
+        faults = faults.model_copy(update={
+            "jammers": [j for j in faults.jammers if j.id not in jammers],
+            "failures": [f for f in faults.failures if str(f.sat) not in sats],
+            "outages": [o for o in faults.outages if o.id not in outages]})
+    other = simulate_run(run.positions, run.ground,
+                         policy=_without_policy_items(run.policy, fences), faults=faults,
+                         config=run.config, as_of=run.as_of)
+    base, alt = run.result, other.result
+    times = base["time"].to_numpy()
+    step_h = float(np.median(np.diff(times)).astype("int64") / 3.6e12) if times.size > 1 else 0
+    restored = (alt["served"].to_numpy() & ~base["served"].to_numpy()).sum(axis=0) * step_h
+    lost = (~alt["served"].to_numpy() & base["served"].to_numpy()).sum(axis=0) * step_h
+    terms = run.ground.terminals
+    area = terminal_cells(terms["lat_deg"].to_numpy(float), terms["lon_deg"].to_numpy(float), 3)
+    table = pd.DataFrame({"terminal": base["terminal"].to_numpy(),
+                          "account": base["account"].to_numpy(),
+                          "area": [f"{int(c):x}" for c in area],
+                          "hours_restored": restored, "hours_lost": lost})
+    cols = ["hours_restored", "hours_lost"]
+    return Counterfactual(table, table.groupby("account", as_index=False)[cols].sum(),
+                          table.groupby("area", as_index=False)[cols].sum(), other)
+
+
+__all__ = ["DISH_STATE", "PRIMARY_ORDER", "Counterfactual", "SimulationRun", "counterfactual",
+           "outage_table", "simulate", "simulate_run"]
+
+
+
+def outage_table(result: xr.Dataset) -> pd.DataFrame:
+    """Outage intervals of a :func:`simulate` result: ``terminal, start, end, duration_s,
+    cause, rule`` (a change of cause or rule starts a new interval)."""
+    from .intervals import outage_intervals
+
+    return outage_intervals(result["time"].to_numpy(), result["terminal"].to_numpy(),
+                            ~result["served"].to_numpy(), cause=result["cause"].to_numpy(),
+                            rule=result["rule"].to_numpy())

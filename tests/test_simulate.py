@@ -1,0 +1,123 @@
+"""Each outage cause in isolation and in combination, on a small synthetic scenario."""
+
+from datetime import datetime
+
+import pandas as pd
+import pytest
+
+import leotwin
+from leotwin.analytics.simulate import counterfactual, simulate, simulate_run
+from leotwin.faults import Faults, GatewayOutage, Jammer, SatelliteFailure
+from leotwin.policy.models import Account, Geofence, Policy, Terminal
+from leotwin.routing.network import CAUSE_BIT, NetworkConfig
+
+KHARKIV = (49.98, 36.25)
+START, STOP = "2022-10-05T12:00Z", "2022-10-05T12:03Z"
+
+
+@pytest.fixture(scope="module")
+def positions():
+    shell = leotwin.walker_shell(altitude_km=550, inclination_deg=53, planes=72,
+                                 sats_per_plane=22, phasing=17, epoch="2022-10-05", name="s1")
+    return leotwin.propagate(shell, leotwin.time_grid(START, STOP, 30))
+
+
+def ground(lat=KHARKIV[0], lon=KHARKIV[1], **term):
+    terminals = pd.DataFrame({"terminal": ["t1"], "account": ["army"], "lat_deg": [lat],
+                              "lon_deg": [lon], **{k: [v] for k, v in term.items()}})
+    gateways = pd.DataFrame({"gateway": ["GW-KYIV"], "lat_deg": [50.4], "lon_deg": [30.6],
+                             "pop": ["KBP"]})
+    pops = pd.DataFrame({"pop": ["KBP"], "lat_deg": [50.35], "lon_deg": [30.9]})
+    return leotwin.Ground.load(terminals, gateways=gateways, pops=pops)
+
+
+def box(lat, lon, half=0.5):
+    ring = [[lon - half, lat - half], [lon + half, lat - half], [lon + half, lat + half],
+            [lon - half, lat + half], [lon - half, lat - half]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def policy(*fences):
+    return Policy(accounts=[Account(id="army", country="UKR")],
+                  terminals=[Terminal(id="t1", account="army")], geofences=list(fences))
+
+
+FENCE = Geofence(id="G-EAST", geometry=box(*KHARKIV), action="deny", reason="front",
+                 author="ops")
+
+
+def test_baseline_is_served(positions):
+    out = simulate(positions, ground(), policy=policy())
+    assert out["served"].all() and (out["cause"] == "").all()
+    assert (out["dish_state"] == "CONNECTED").all()
+
+
+def test_geofence_is_policy_with_rule(positions):
+    out = simulate(positions, ground(), policy=policy(FENCE))
+    assert not out["served"].any()
+    assert (out["cause"] == "policy").all() and (out["rule"] == "geofence:G-EAST").all()
+    assert (out["dish_state"] == "SEARCHING").all()  # what the dish showed in the field
+
+
+def test_all_satellites_failed_is_satellite_failure(positions):
+    faults = Faults(failures=[SatelliteFailure(sat=int(s), start=datetime(2022, 10, 1))
+                              for s in positions["sat"].to_numpy()])
+    out = simulate(positions, ground(), faults=faults)
+    assert (out["cause"] == "satellite_failure").all()
+    assert (out["dish_state"] == "SEARCHING").all()
+
+
+def test_gateway_down_is_no_backhaul(positions):
+    faults = Faults(outages=[GatewayOutage(id="cut", pop="KBP", start=datetime(2022, 10, 5))])
+    out = simulate(positions, ground(), faults=faults)
+    assert (out["cause"] == "no_backhaul").all() and (out["dish_state"] == "NO_PINGS").all()
+
+
+def test_demand_over_capacity_is_congestion(positions):
+    cfg = NetworkConfig(beam_capacity_mbps=10.0)
+    out = simulate(positions, ground(demand_mbps=100.0, min_mbps=25.0), config=cfg)
+    assert out["served"].all() and (out["cause"] == "congestion").all()
+    assert (out["throughput_mbps"] == 10.0).all()
+
+
+def test_polar_gap_is_no_coverage(positions):
+    out = simulate(positions, ground(lat=85.0, lon=30.0))
+    assert (out["cause"] == "no_coverage").all() and (out["dish_state"] == "NO_SATS").all()
+
+
+def jammer(lat, lon, **kw):
+    # 30 dBW in band: jams out to ~2 km at the horizon side-lobe floor (see test_budget.py).
+    return Jammer(id="J1", lat_deg=lat, lon_deg=lon, eirp_dbw=kw.get("eirp_dbw", 30.0),
+                  bandwidth_mhz=250.0, center_ghz=11.7)
+
+
+def test_jammer_next_to_the_terminal_and_500_km_away(positions):
+    near = simulate(positions, ground(), faults=Faults(jammers=[jammer(49.99, 36.25)]))
+    assert (near["cause"] == "jamming").all() and (near["dish_state"] == "NO_DOWNLINK").all()
+    far = simulate(positions, ground(), faults=Faults(jammers=[jammer(45.5, 36.25)]))
+    assert far["served"].all() and (far["cause"] == "").all()
+
+
+def test_geofence_and_jammer_together_and_the_counterfactual(positions):
+    run = simulate_run(positions, ground(), policy=policy(FENCE),
+                       faults=Faults(jammers=[jammer(49.99, 36.25)]))
+    bits = run.result["cause_bits"].to_numpy()
+    assert ((bits & CAUSE_BIT["policy"]) > 0).all() and ((bits & CAUSE_BIT["jamming"]) > 0).all()
+    assert (run.result["cause"] == "policy").all()  # primary by the documented order
+    cf = counterfactual(run, ["geofence:G-EAST"])
+    assert (cf.run.result["cause"] == "jamming").all()
+    assert cf.terminals["hours_restored"].sum() == 0  # still jammed without the geofence
+    both = counterfactual(run, ["geofence:G-EAST", "jammer:J1"])
+    assert both.terminals["hours_restored"].iloc[0] > 0
+    assert both.by_account["hours_restored"].iloc[0] == both.terminals["hours_restored"].sum()
+    with pytest.raises(ValueError, match="without"):
+        counterfactual(run, ["satellite 5"])
+
+
+def test_outage_table_and_api(positions):
+    out = simulate(positions, ground(), policy=policy(FENCE))
+    table = leotwin.outage_table(out)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["cause"] == "policy" and row["rule"] == "geofence:G-EAST"
+    assert row["duration_s"] == pytest.approx(7 * 30)  # 7 steps of 30 s, through the end
