@@ -78,8 +78,7 @@ def demo_history_policies() -> list[tuple[datetime, str, str, Policy, str | None
 
 
 def cmd_policy_init(args, out: Console, err: Console) -> int:
-    store = _store(args)
-    try:
+    with _store(args) as store:
         if args.admin and store.user(args.admin) is None:
             store.add_user(args.admin, "admin", actor=args.admin)
         if args.demo:
@@ -93,8 +92,6 @@ def cmd_policy_init(args, out: Console, err: Console) -> int:
                                         approver=approver, approval_reason=why)
         out.print(f"store ready ({store.dialect}); "
                   f"{len(store.history().versions) if store.current() else 0} policy versions")
-    finally:
-        store.close()
     return 0
 
 
@@ -109,11 +106,8 @@ def _window(args, policy: Policy) -> tuple[str, str]:
 def cmd_policy_preview(args, out: Console, err: Console) -> int:
     change = load_policy(Path(args.file))
     check_overlaps(change)
-    store = _store(args)
-    try:
+    with _store(args) as store:
         p = preview_change(store.current(), change, _window(args, change), step_s=args.step)
-    finally:
-        store.close()
     out.print(p.summary(), markup=False, highlight=False)
     if not p.contracts.empty:
         out.print(p.contracts.to_string(index=False), markup=False, highlight=False)
@@ -123,8 +117,7 @@ def cmd_policy_preview(args, out: Console, err: Console) -> int:
 def cmd_policy_apply(args, out: Console, err: Console) -> int:
     change = load_policy(Path(args.file))
     check_overlaps(change)
-    store = _store(args)
-    try:
+    with _store(args) as store:
         store.require_role(args.as_user, "policy_editor", "admin")
         p = preview_change(store.current(), change, _window(args, change), step_s=args.step)
         approver = store.user(args.approve_as) if args.approve_as else None
@@ -136,19 +129,14 @@ def cmd_policy_apply(args, out: Console, err: Console) -> int:
                                 recorded_at=_utc(args.at) if args.at else None,
                                 approver=args.approve_as if approved else None,
                                 approval_reason=args.approval_reason if approved else None)
-    finally:
-        store.close()
     out.print(f"recorded policy version {v.version} at {v.recorded_at.isoformat()}")
     out.print(p.summary(), markup=False, highlight=False)
     return 0
 
 
 def cmd_policy_history(args, out: Console, err: Console) -> int:
-    store = _store(args)
-    try:
+    with _store(args) as store:
         history = store.history()
-    finally:
-        store.close()
     t = Table(title="Policy versions")
     for col in ("version", "recorded at (UTC)", "author", "reason", "geofences"):
         t.add_column(col)
@@ -160,11 +148,8 @@ def cmd_policy_history(args, out: Console, err: Console) -> int:
 
 
 def cmd_explain(args, out: Console, err: Console) -> int:
-    store = _store(args)
-    try:
+    with _store(args) as store:
         history = store.history()
-    finally:
-        store.close()
     as_of = _utc(args.as_of) if args.as_of else None
     version = history.at(as_of)
     term = next((t for t in version.policy.terminals if t.id == args.terminal), None)
@@ -190,11 +175,8 @@ def cmd_explain(args, out: Console, err: Console) -> int:
 
 
 def cmd_audit_verify(args, out: Console, err: Console) -> int:
-    store = _store(args)
-    try:
+    with _store(args) as store:
         report = store.verify_audit()
-    finally:
-        store.close()
     if report.ok:
         out.print(f"audit log intact: {report.rows} rows, hash chain verified")
         return 0
