@@ -38,5 +38,9 @@ def bundled_data_info() -> list[str]:
     lines.append("starlink-gen1.csv: FCC 21-48 Gen1 shells (4,408 satellites)")
     lines.append("key_cities.csv: 34 Ukrainian cities (GeoNames), occupation status per date, "
                  "2022-08-31..11-15")
+    lines.append("ground/gateways.csv, ground/pops.csv: 261 gateways and 23 PoPs, a public list of "
+                 "about late 2023 (StarPerf_Simulator); used for 2022 as an assumption")
+    lines.append("borders/: Natural Earth 1:50m/1:110m v4.0.0 (de facto borders) and Ukraine's "
+                 "oblasts (geoBoundaries), for service areas and maps")
     lines.append("provenance: leotwin/data/PROVENANCE.md")
     return lines

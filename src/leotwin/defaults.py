@@ -49,12 +49,13 @@ DEFAULTS: dict[str, Default] = {
         Default("isl_max_range_km", 5016.0, "km",
                 "assumption: Hypatia's Starlink maximum ISL length (Kassing et al., IMC 2020)"),
         Default("slot_s", 15.0, "s",
-                "public measurement studies of Starlink report terminal-satellite reassignment "
-                "on a 15 s grid; slot length given by the leotwin network issue"),
+                "measured: a global controller reallocates satellites to terminals every 15 s "
+                "(Tanveer et al., 'Making Sense of Constellations', CoNEXT Companion 2023, "
+                "doi:10.1145/3624354.3630586)"),
         Default("processing_delay_ms", 0.1, "ms",
                 "assumption: per-hop processing/switching delay in each satellite and gateway"),
         Default("fibre_refractive_index", 1.47, "1",
-                "group index of standard single-mode fibre (light at c/1.47), as in the issue"),
+                "group index of standard single-mode fibre (ITU-T G.652, ≈ 1.47 at 1550 nm)"),
         Default("fibre_route_factor", 1.5, "1",
                 "assumption: terrestrial fibre routes are ~1.5x the great-circle distance"),
         Default("gateway_antennas", 8.0, "antennas",
@@ -64,7 +65,8 @@ DEFAULTS: dict[str, Default] = {
                 "assumption: fibre backhaul per gateway site; not public"),
         # --- capacity
         Default("h3_resolution", 5.0, "level",
-                "H3 resolution of user cells (res 5 ≈ 252 km² per cell), as in the issue"),
+                "assumption: H3 resolution 5 (≈ 252 km² per cell) approximates a Starlink user "
+                "cell of roughly 15-20 km across"),
         Default("beams_per_satellite", 8.0, "beams",
                 "assumption: user beams per Gen1 satellite; not public"),
         Default("beam_capacity_mbps", 2500.0, "Mbit/s",

@@ -164,7 +164,7 @@ CAUSE_BIT = {c: 1 << k for k, c in enumerate(CAUSES)}
 def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None = None,
                   failed: np.ndarray | None = None, gateway_down: np.ndarray | None = None,
                   allowed: np.ndarray | None = None, jammed=None,
-                  attribution: bool = False) -> xr.Dataset:
+                  attribution: bool = False, progress=None) -> xr.Dataset:
     """Serving satellite, gateway, PoP, hops and latency per (time, terminal), and load per
     (time, sat), for a :func:`leotwin.propagate` result and a :class:`leotwin.ground.Ground`.
 
@@ -178,6 +178,7 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
     factor whose presence *alone* (all other factors removed) would cut the terminal at that
     step — computed in the same pass from up to four shortest-path calls per step (actual,
     without failures, without outages, healthy), never by rerunning terminals.
+    ``progress(done_steps, total_steps)`` is called after each chunk (e.g. for a progress bar).
 
     Latency: space links at c, gateway→PoP fibre at c/n over the great-circle distance
     times a route factor, plus a processing delay per link; RTT is twice the one-way delay
@@ -293,6 +294,8 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
             handover[step] = (prev >= 0) & (serving[step] >= 0) & (serving[step] != prev)
             sat_load[step] = np.bincount(s_chosen, minlength=n_sat)
             prev = serving[step]
+        if progress is not None:
+            progress(b, n_t)
 
     demand = terminals["demand_mbps"].to_numpy(np.float64)
     flat = (np.arange(n_t)[:, None] * n_sat + serving)[serving >= 0]
