@@ -183,6 +183,14 @@ def cmd_passes(args, out: Console, err: Console) -> int:
     return 0
 
 
+def cmd_report(args, out: Console, err: Console) -> int:
+    from .analytics.report import write_report
+
+    path = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    out.print(str(path), soft_wrap=True, markup=False, highlight=False)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leotwin", description=__doc__.splitlines()[0])
@@ -235,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     ne.add_argument("--out", required=True, help="per-terminal table, .parquet or .csv")
     ne.add_argument("--lenient", action="store_true")
     ne.set_defaults(func=cmd_network)
+
+    re_ = sub.add_parser("report", help="self-contained HTML report of a run directory")
+    re_.add_argument("run_dir", help="run directory (written by leotwin.analytics.runio)")
+    re_.add_argument("--out", help="report file (default: RUN_DIR/report.html)")
+    re_.set_defaults(func=cmd_report)
     add_policy_commands(sub)
     return p
 
