@@ -121,7 +121,10 @@ def cmd_network(args, out: Console, err: Console) -> int:
     positions = _propagate_with_progress(con, times, err)
     config = NetworkConfig(mode=args.mode, policy=args.policy,
                            terminal_min_elevation_deg=args.min_elevation)
-    state = network_state(positions, ground, config=config)
+    with _progress(err) as bar:
+        task = bar.add_task("routing", total=int(times.size))
+        state = network_state(positions, ground, config=config,
+                              progress=lambda done, total: bar.update(task, completed=done))
     frame = terminal_table(state)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".csv":
