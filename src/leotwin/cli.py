@@ -186,6 +186,21 @@ def cmd_passes(args, out: Console, err: Console) -> int:
     return 0
 
 
+def cmd_schema(args, out: Console, err: Console) -> int:
+    import json
+
+    if args.what == "scenario":
+        from .scenario import scenario_json_schema
+
+        schema = scenario_json_schema()
+    else:
+        from .policy.models import Policy
+
+        schema = Policy.model_json_schema()
+    print(json.dumps(schema, indent=2))  # plain stdout: machine-readable, never wrapped
+    return 0
+
+
 def cmd_report(args, out: Console, err: Console) -> int:
     from .analytics.report import write_report
 
@@ -251,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("run_dir", help="run directory (written by leotwin.analytics.runio)")
     re_.add_argument("--out", help="report file (default: RUN_DIR/report.html)")
     re_.set_defaults(func=cmd_report)
+    sc = sub.add_parser("schema", help="print the JSON Schema of a scenario or policy file")
+    sc.add_argument("what", choices=("scenario", "policy"))
+    sc.set_defaults(func=cmd_schema)
     add_policy_commands(sub)
     return p
 

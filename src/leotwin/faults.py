@@ -119,8 +119,12 @@ def random_failure_windows(sat_ids: np.ndarray, start, stop, spec: RandomFailure
             t0 + (fail_end_h[keep] * 3.6e12).astype(np.int64))
 
 
-def failed_mask(faults: Faults | None, sat_ids: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """``(n_time, n_sat)``: satellite failed at that time (explicit or random failures)."""
+def failed_mask(faults: Faults | None, sat_ids: np.ndarray, times: np.ndarray, *,
+                window=None) -> np.ndarray:
+    """``(n_time, n_sat)``: satellite failed at that time (explicit or random failures).
+
+    Random failures are drawn over ``window`` (start, stop; default the span of ``times``), so
+    that evaluating a run chunk by chunk gives the same failures as evaluating it at once."""
     t = np.asarray(times, "datetime64[ns]").astype("int64")
     out = np.zeros((t.size, sat_ids.size), bool)
     if faults is None:
@@ -133,8 +137,8 @@ def failed_mask(faults: Faults | None, sat_ids: np.ndarray, times: np.ndarray) -
             starts.append(_ns(f.start, 0))
             ends.append(_ns(f.end, _FOREVER))
     if faults.random is not None and t.size:
-        s, a, b = random_failure_windows(np.asarray(sat_ids), times[0], times[-1],
-                                         faults.random)
+        w0, w1 = window if window is not None else (times[0], times[-1])
+        s, a, b = random_failure_windows(np.asarray(sat_ids), w0, w1, faults.random)
         sats.extend(np.searchsorted(sat_ids, s) if np.all(np.diff(sat_ids) > 0)
                     else [col[int(x)] for x in s])
         starts.extend(a)

@@ -89,13 +89,15 @@ def simulate(positions: xr.Dataset, ground, *, policy: Policy | PolicyHistory | 
 
 
 def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
-                 as_of=None) -> SimulationRun:
-    """:func:`simulate`, keeping the inputs for :func:`counterfactual`."""
+                 as_of=None, window=None) -> SimulationRun:
+    """:func:`simulate`, keeping the inputs for :func:`counterfactual`. ``window`` (start,
+    stop) is the whole run's span when ``positions`` is one chunk of it (random failures are
+    drawn over the whole run)."""
     times = positions["time"].to_numpy()
     terms = ground.terminals["terminal"].astype(str).to_numpy()
     n_t, n_term = times.size, terms.size
     sat_ids = positions["sat"].to_numpy()
-    failed = failed_mask(faults, sat_ids, times)
+    failed = failed_mask(faults, sat_ids, times, window=window)
     gw_down = gateway_down_mask(faults, ground.gateways["gateway"], ground.gateways["pop"],
                                 times)
     decision = np.zeros((n_t, n_term), np.int8)
