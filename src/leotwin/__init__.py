@@ -38,6 +38,8 @@ from .policy.geofence import ZoneIndex, country_polygons, parse_geometry, read_z
 from .policy.models import Policy, PolicyHistory, PolicyVersion, json_schemas, load_policy
 from .policy.preview import ChangeRefused, Preview, guard, preview
 from .routing.network import NetworkConfig, network_state, rtt_summary, terminal_table
+from .runs import Run, run
+from .scenario import Scenario, ScenarioError, load_scenario
 from .timescale import time_grid
 
 try:
@@ -46,6 +48,11 @@ except _PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
 __all__ = [
+    "run",
+    "load_scenario",
+    "ScenarioError",
+    "Scenario",
+    "Run",
     "usage_by_account_day",
     "contract_availability",
     "bill",

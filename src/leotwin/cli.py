@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from .orbits.propagate import positions_table, propagate_chunks
 from .orbits.tle import TLEError
 from .places import key_cities
 from .routing.network import NetworkConfig, network_state, rtt_summary, terminal_table
+from .runs import run as run_scenario
+from .scenario import load_scenario
 from .timescale import time_grid
 
 log = logging.getLogger("leotwin.cli")
@@ -137,6 +140,25 @@ def cmd_network(args, out: Console, err: Console) -> int:
     out.print(f"wrote {path} ({len(ground.terminals)} terminals × {times.size} steps); "
               f"served {100 * float(served.mean()):.1f}% of terminal-steps, "
               f"median RTT {median}")
+    return 0
+
+
+def cmd_run(args, out: Console, err: Console) -> int:
+    time_overrides = {k: v for k, v in (("start", args.start), ("stop", args.stop)) if v}
+    scenario = load_scenario(Path(args.scenario),
+                             overrides={"time": time_overrides} if time_overrides else None)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} chunks"), TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task(f"running {scenario.name}", total=None)
+        result = run_scenario(scenario, Path(args.out), resume=not args.fresh, dask=args.dask,
+                              report=False if args.no_report else None,
+                              progress=lambda done, total: bar.update(task, completed=done,
+                                                                      total=total))
+    out.print(f"run {'complete' if result.complete else 'incomplete'}: "
+              f"{result.chunks_done}/{result.chunks_total} chunks in {result.out_dir}")
+    if result.report_path:
+        out.print(f"report: {result.report_path}")
     return 0
 
 
@@ -269,6 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schema", help="print the JSON Schema of a scenario or policy file")
     sc.add_argument("what", choices=("scenario", "policy"))
     sc.set_defaults(func=cmd_schema)
+    ru = sub.add_parser("run", help="run a scenario file (chunked, resumable, optionally on Dask)")
+    ru.add_argument("scenario", help="scenario YAML")
+    ru.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+    ru.add_argument("--start", help="override time.start")
+    ru.add_argument("--stop", help="override time.stop")
+    ru.add_argument("--dask", default=os.environ.get("LEOTWIN_DASK_SCHEDULER"),
+                    help="Dask scheduler address, or 'local' for a LocalCluster "
+                         "(default: LEOTWIN_DASK_SCHEDULER)")
+    ru.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    ru.add_argument("--fresh", action="store_true", help="ignore finished chunks in --out")
+    ru.set_defaults(func=cmd_run)
     add_policy_commands(sub)
     return p
 

@@ -71,11 +71,12 @@ def _load(scenario_or_path):
 
 
 @functools.lru_cache(maxsize=2)
-def _worker_inputs(path: str, digest: str):
-    """Per process: the scenario and its expensive parts, loaded once (cached by hash)."""
+def _worker_inputs(path: str, document_json: str, digest: str):
+    """Per process: the scenario (file plus the caller's overrides, as its full document) and
+    its expensive parts, loaded once (cached)."""
     from .scenario import load_scenario
 
-    sc = load_scenario(Path(path))
+    sc = load_scenario(Path(path), overrides=json.loads(document_json))
     if sc.scenario_hash() != digest:
         raise RuntimeError(f"{path}: the scenario file changed while the run was in progress")
     return sc, sc.constellation(), sc.ground(), sc.policy(), sc.faults()
@@ -93,9 +94,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def run_chunk(scenario_path: str, digest: str, k: int, out_dir: str) -> tuple[int, str]:
+def run_chunk(scenario_path: str, document_json: str, digest: str, k: int,
+              out_dir: str) -> tuple[int, str]:
     """Compute chunk ``k`` and write it; returns (k, sha256 of the file). Runs in any process."""
-    sc, con, ground, policy, faults = _worker_inputs(scenario_path, digest)
+    sc, con, ground, policy, faults = _worker_inputs(scenario_path, document_json, digest)
     times = sc.times()
     a, b = chunk_bounds(times.size, sc.chunk_steps)[k]
     positions = propagate(con, times[a:b])
@@ -176,7 +178,7 @@ def run(scenario, out_dir: str | Path, *, resume: bool = True, dask: str | None 
         if progress:
             progress(len(prog["chunks"]), len(bounds))
 
-    args = (str(sc.source_path), digest)
+    args = (str(sc.source_path), json.dumps(sc.document, sort_keys=True, default=str), digest)
     if dask:
         _run_on_dask(dask, args, todo, str(out), record)
     else:

@@ -1,0 +1,121 @@
+"""Chunked, resumable scenario runs: resume after a kill, Dask, refusal of a foreign run dir."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import leotwin
+from leotwin.cli import main
+
+SCENARIO = """\
+name: tiny
+time: {start: 2022-10-05T12:00:00Z, stop: 2022-10-05T12:%(stop)02d:00Z, step_s: 60, slot_s: 15}
+constellation:
+  shells:
+    - {altitude_km: 550, inclination_deg: 53, planes: 36, sats_per_plane: 20, phasing: 7}
+ground:
+  terminals: {file: terminals.csv}
+policy: {file: policy.yaml}
+faults:
+  failures: [{sat: 5, start: 2022-10-05T12:03:00Z, end: 2022-10-05T12:09:00Z}]
+  random: {mtbf_h: 5, repair_h: 1, seed: 4}
+outputs: {chunk_steps: %(chunk)d, report: %(report)s}
+"""
+POLICY = """\
+accounts: [{id: army, country: UKR}]
+geofences:
+  - id: G-EAST
+    action: deny
+    reason: illustrative
+    author: ops
+    geometry: {type: Polygon, coordinates: [[[35.5, 49.5], [37, 49.5], [37, 50.5], [35.5, 50.5],
+                                              [35.5, 49.5]]]}
+"""
+
+
+def make(tmp: Path, *, stop=19, chunk=5, report="false", n_terms=2) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lat = np.r_[49.98, 50.45, rng.uniform(48, 51, n_terms)][:n_terms]
+    lon = np.r_[36.25, 30.52, rng.uniform(30, 37, n_terms)][:n_terms]
+    pd.DataFrame({"terminal": [f"t{k}" for k in range(n_terms)], "account": "army",
+                  "lat_deg": lat, "lon_deg": lon}).to_csv(tmp / "terminals.csv", index=False)
+    (tmp / "policy.yaml").write_text(POLICY)
+    path = tmp / "scenario.yaml"
+    path.write_text(SCENARIO % {"stop": stop, "chunk": chunk, "report": report})
+    return path
+
+
+def chunk_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "chunks").glob("chunk-*.parquet"))}
+
+
+def test_run_writes_chunks_tables_and_report(tmp_path):
+    sc = make(tmp_path / "s", report="true")
+    result = leotwin.run(sc, tmp_path / "out")
+    assert result.complete and result.chunks_total == 4
+    assert result.report_path is not None and result.report_path.exists()
+    timeline = pd.read_parquet(tmp_path / "out" / "timeline.parquet")
+    assert len(timeline) == 20 * 2
+    kh = timeline[timeline["terminal"] == "t0"]
+    assert (kh["cause"] == "policy").all() and (kh["rule"] == "geofence:G-EAST").all()
+    assert (tmp_path / "out" / "intervals.parquet").exists()
+
+
+def test_resume_after_partial_run_is_byte_identical(tmp_path):
+    sc = make(tmp_path / "s")
+    clean = leotwin.run(sc, tmp_path / "clean")
+    part = leotwin.run(sc, tmp_path / "resumed", max_chunks=2)
+    assert not part.complete and part.chunks_done == 2
+    done = leotwin.run(sc, tmp_path / "resumed")
+    assert done.complete
+    assert chunk_bytes(tmp_path / "resumed") == chunk_bytes(tmp_path / "clean")
+    for name in ("timeline.parquet", "intervals.parquet", "usage.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "resumed" / name),
+                                      pd.read_parquet(tmp_path / "clean" / name))
+    assert clean.complete
+
+
+def test_killed_subprocess_resumes_to_the_same_result(tmp_path):
+    sc = make(tmp_path / "s", stop=59, chunk=1, n_terms=150)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "leotwin.cli", "run", str(sc), "--out", str(out),
+           "--no-report"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = out / "chunks" / "progress.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if len(json.loads(progress.read_text())["chunks"]) >= 3:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(json.loads(progress.read_text())["chunks"])
+    assert 3 <= finished < 60  # killed mid-run
+    assert main(["run", str(sc), "--out", str(out), "--no-report"]) == 0
+    leotwin.run(sc, tmp_path / "clean", report=False)
+    assert chunk_bytes(out) == chunk_bytes(tmp_path / "clean")
+    assert not list((out / "chunks").glob("*.tmp"))
+
+
+def test_dask_local_cluster_gives_the_same_chunks(tmp_path):
+    sc = make(tmp_path / "s")
+    leotwin.run(sc, tmp_path / "single")
+    leotwin.run(sc, tmp_path / "dask", dask="local")
+    assert chunk_bytes(tmp_path / "dask") == chunk_bytes(tmp_path / "single")
+
+
+def test_a_different_scenario_is_not_resumed_into_the_same_directory(tmp_path):
+    leotwin.run(make(tmp_path / "a"), tmp_path / "out")
+    with pytest.raises(ValueError, match="different scenario"):
+        leotwin.run(make(tmp_path / "b", stop=18), tmp_path / "out")
