@@ -21,6 +21,7 @@ from .analytics.sla import bill, contract_availability, usage_by_account_day
 from .capacity import Allocation, allocate, terminal_cells
 from .defaults import DEFAULTS, defaults_table
 from .faults import Faults, GatewayOutage, Jammer, RandomFailures, SatelliteFailure
+from .flagship import run_flagship
 from .frames import ecef_to_geodetic, geodetic_to_ecef, look_angles, teme_to_ecef
 from .geometry.passes import passes
 from .geometry.visibility import Visibility, coverage_summary, visible
@@ -48,6 +49,7 @@ except _PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
 __all__ = [
+    "run_flagship",
     "run",
     "load_scenario",
     "ScenarioError",

@@ -89,7 +89,25 @@ def cmd_demo(args, out: Console, err: Console) -> int:
                       str(row.max_visible), none)
     out.print(table)
     _demo_rtt(positions, out)
+    if not args.no_flagship:
+        _demo_flagship(args, out, err)
     return 0
+
+
+def _demo_flagship(args, out: Console, err: Console) -> None:
+    """The flagship replay on a short window: the answer, computed, and the report's path."""
+    from .config import get_settings
+    from .flagship import DEMO_WINDOW, run_flagship
+
+    target = Path(args.out) if args.out else get_settings().data_dir / "runs" / "flagship-demo"
+    out.print(f"\n[bold]Ukraine, October 2022[/bold] — flagship scenario on "
+              f"{DEMO_WINDOW[0]} … {DEMO_WINDOW[1]} (terminals, jammers, failures and the "
+              "contract are labelled assumptions in the scenario file)")
+    with _progress(err) as bar:
+        bar.add_task("simulating the flagship scenario", total=None)
+        result = run_flagship(target)
+    out.print(result.text(), markup=False, highlight=False)
+    out.print(f"report: {result.report_path}")
 
 
 def _demo_rtt(positions, out: Console) -> None:
@@ -243,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--stop", default="2022-10-07T13:00:00Z")
     d.add_argument("--step", type=float, default=15.0, help="step in seconds")
     d.add_argument("--min-elevation", type=float, default=25.0, help="mask in degrees")
+    d.add_argument("--no-flagship", action="store_true", help="skip the flagship replay")
+    d.add_argument("--out", help="run directory of the flagship replay (default: data dir)")
     d.set_defaults(func=cmd_demo)
 
     pr = sub.add_parser("propagate", help="propagate a TLE/OMM catalog to ECEF")
