@@ -60,3 +60,11 @@ def test_contract_breach_and_audit_entry(flagship):
     assert ans.audit["recorded_at"].startswith("2022-09-01")
     text = ans.text()
     assert "Terminal-hours lost by cause" in text and ans.geofence_id in text
+
+
+def test_assumptions_are_listed_for_the_report():
+    sc = load_scenario(flagship_path(), overrides={"time": WINDOW})
+    rows = sc.assumptions()
+    assert len(rows) > 10
+    assert {"scenario.yaml", "policy-v1.yaml"} & {r["file"] for r in rows}
+    assert all("assumption" in r["assumption"].lower() for r in rows)

@@ -25,6 +25,7 @@ from .analytics.simulate import SimulationRun, counterfactual, simulate_run
 from .analytics.sla import contract_availability
 from .orbits.propagate import propagate
 from .policy.geofence import ZoneIndex, read_zones
+from .runs import write_assumptions
 from .scenario import Scenario, load_scenario
 
 FLAGSHIP = "ukraine-2022-10"
@@ -163,6 +164,7 @@ def run_flagship(out_dir: Path, *, window=DEMO_WINDOW, report: bool = True) -> A
                        as_of=scenario.as_of())
     out = Path(out_dir)
     write_run(run, out)
+    write_assumptions(scenario, out)
     store = out / "policy-store.sqlite"
     result = answer(run, scenario=scenario, store_url=f"sqlite:///{store.resolve()}",
                     run_dir=out)

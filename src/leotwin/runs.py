@@ -211,6 +211,14 @@ def _run_on_dask(address: str, args, todo: list[int], out_dir: str, record) -> N
             cluster.close()
 
 
+def write_assumptions(scenario, out_dir: Path) -> None:
+    """The scenario's labelled assumptions, for the report's "assumptions" section."""
+    from .analytics.report import ASSUMPTIONS_FILE
+
+    (Path(out_dir) / ASSUMPTIONS_FILE).write_text(
+        json.dumps(scenario.assumptions(), indent=1) + "\n", encoding="utf-8")
+
+
 def _finish(result: Run, sc, report: bool) -> None:
     """Assemble the chunks into the run directory tables (and the report)."""
     from .analytics.runio import write_run
@@ -236,6 +244,7 @@ def _finish(result: Run, sc, report: bool) -> None:
                         sc.as_of(), ds)
     step = float(np.median(np.diff(times)).astype("int64") / 1e9) if times.size > 1 else None
     write_run(sim, result.out_dir, step_s=step)
+    write_assumptions(sc, result.out_dir)
     if report:
         from .analytics.report import write_report
 

@@ -781,6 +781,23 @@ class Scenario:
             out.append(("bundled:oblasts", data / "borders" / "ukraine_oblasts.geojson"))
         return out
 
+    def assumptions(self) -> list[dict]:
+        """Lines labelled "assumption" in the scenario file and the files it references
+        (``file``, ``line``, ``assumption``), for reports."""
+        out = []
+        files = [("scenario", self.source_path)] + [
+            (loc, p) for loc, p in self.referenced_files()
+            if p.suffix.lower() in (".yaml", ".yml")]
+        seen = set()
+        for _, path in files:
+            if path in seen or not path.exists():
+                continue
+            seen.add(path)
+            for k, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if "assumption" in line.lower():
+                    out.append({"file": path.name, "line": k, "assumption": line.strip()})
+        return out
+
     def scenario_hash(self) -> str:
         """sha256 over the canonical JSON of the validated document and the sha256 of every
         referenced file (:meth:`referenced_files`). Equal hashes: the same run inputs."""

@@ -59,7 +59,7 @@ __all__ = ["REPORT_SECTIONS", "report_tables", "write_report"]
 log = logging.getLogger(__name__)
 
 #: Section ids of the report, in order.
-REPORT_SECTIONS = ("availability", "map", "rules", "sla", "causes")
+REPORT_SECTIONS = ("availability", "map", "rules", "sla", "causes", "assumptions")
 REPORT_NAME = "report.html"
 #: Colour of every state in every figure.
 COLORS = {"served": "#1a9850", "degraded": "#a6d96a", "no_coverage": "#8c564b",
@@ -78,6 +78,10 @@ _BORDERS = "ne_50m_admin0_europe.geojson"
 
 
 # ----------------------------------------------------------------------------- tables
+
+
+#: Written into a run directory by scenario runs: the scenario's labelled assumptions.
+ASSUMPTIONS_FILE = "assumptions.json"
 
 
 def _cause_label(cause: pd.Series) -> pd.Series:
@@ -453,9 +457,22 @@ def _render(manifest: dict[str, Any], rt: dict[str, pd.DataFrame], figures: dict
         '<p class="note">The dish has no state for "denied by policy": a policy cut shows as '
         "SEARCHING, like a satellite failure.</p>",
         _table_html(rt["dish_states"], "No terminal-steps."),
+
+        '<h2 id="assumptions">Assumptions</h2>',
+        '<p class="note">Every input of this run that is not a public fact, as labelled in the '
+        "scenario files (file, line, text).</p>",
+        _table_html(_assumptions(run_dir), "The run directory lists no scenario assumptions."),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _assumptions(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / ASSUMPTIONS_FILE
+    if not path.exists():
+        return pd.DataFrame(columns=["file", "line", "assumption"])
+    return pd.DataFrame(json.loads(path.read_text(encoding="utf-8")),
+                        columns=["file", "line", "assumption"])
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
