@@ -397,18 +397,19 @@ def _step_causes(step, n_term, term, sat, el, sat_up, routes, routes_for, any_f,
 
 def _terminal_links(r, ok, fixed, fx_ecef, fx_enu, fx_tree, moving, lat, lon, alt, mask_deg):
     """User links of one chunk as (t, terminal, sat, elevation_deg, range_km) sorted by
-    (t, terminal): fixed terminals through the KD-tree, moving ones densely per step."""
+    (t, terminal): fixed terminals through one KD-tree query per chunk, moving ones through
+    one per step (their positions change)."""
     parts = []
     if fixed.size:
         t, s, sat, el, rng = visible_pairs(r, ok, fx_ecef, fx_enu, mask_deg, site_tree=fx_tree)
         parts.append((t, fixed[s], sat, el, rng))
     if moving.size:
-        from ..frames import look_angles  # dense: few moving terminals × all satellites
-
         for k in range(r.shape[0]):  # per step: moving terminals change position every step
-            _, el, rng = look_angles(r[k], lat[k, moving], lon[k, moving], alt[k, moving])
-            sat, m = np.nonzero((el >= mask_deg) & ok[k][:, None])
-            parts.append((np.full(sat.size, k), moving[m], sat, el[sat, m], rng[sat, m]))
+            site = geodetic_to_ecef(lat[k, moving], lon[k, moving], alt[k, moving])
+            _, m, sat, el, rng = visible_pairs(r[k:k + 1], ok[k:k + 1], site,
+                                               enu_basis(lat[k, moving], lon[k, moving]),
+                                               mask_deg)
+            parts.append((np.full(sat.size, k), moving[m], sat, el, rng))
     t, term, sat, el, rng = (np.concatenate(x) for x in zip(*parts, strict=True))
     if moving.size == 0 and np.array_equal(fixed, np.arange(fixed.size)):
         return t, term, sat, el, rng  # already grouped by (t, terminal) by visible_pairs
