@@ -413,7 +413,9 @@ def _terminal_links(r, ok, fixed, fx_ecef, fx_enu, fx_tree, moving, lat, lon, al
     t, term, sat, el, rng = (np.concatenate(x) for x in zip(*parts, strict=True))
     if moving.size == 0 and np.array_equal(fixed, np.arange(fixed.size)):
         return t, term, sat, el, rng  # already grouped by (t, terminal) by visible_pairs
-    order = np.lexsort((sat, term, t))
+    # Each part is already grouped by (step, terminal); a stable sort on the step alone keeps
+    # every terminal's rows together (fixed and moving terminals are disjoint).
+    order = np.argsort(t, kind="stable")
     return t[order], term[order], sat[order], el[order], rng[order]
 
 
