@@ -695,7 +695,9 @@ class Scenario:
             own = terminals[terminals["terminal"].str.startswith(f"{gen.prefix}-")]
             tr = generate_tracks(own, t.start.replace(tzinfo=None), t.stop.replace(tzinfo=None),
                                  gen.speed_kmh, seed=gen.seed + 1_000_003 * (k + 1),
-                                 leg_km=gen.leg_km)
+                                 leg_km=gen.leg_km, within=gen.within, base_dir=self.base_dir)
+            # terminals that fit no leg inside their area stay put: mark them fixed
+            terminals.loc[terminals["terminal"].isin(tr.attrs["stationary"]), "kind"] = "fixed"
             if len(tr):
                 tracks.append(tr)
         ground = Ground.load(
