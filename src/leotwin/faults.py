@@ -11,14 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from ._common import FrozenModel
 from .frames import geodetic_to_ecef
 from .timescale import to_utc_datetime64
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Model = FrozenModel
 
 
 class SatelliteFailure(_Model):

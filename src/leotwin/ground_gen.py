@@ -39,8 +39,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import shapely
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from ._common import FrozenModel
 from .frames import ecef_to_geodetic, geodetic_to_ecef, great_circle_km
 from .policy.geofence import ZoneIndex, read_zones
 
@@ -57,8 +58,7 @@ _CHECK_KM = 1.0        # spacing (at most) of the points checked along a candida
 _CHECK_POINTS = 2_000_000  # candidate points tested at once (bounds memory)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Model = FrozenModel
 
 
 class Area(_Model):

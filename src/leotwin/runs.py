@@ -20,7 +20,6 @@ pickled, and the chunk files are the same as in a single-process run.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ._common import sha256_file
 from .analytics.simulate import SimulationRun, simulate_run
 from .orbits.propagate import propagate
 
@@ -86,12 +86,7 @@ def chunk_bounds(n_steps: int, chunk_steps: int) -> list[tuple[int, int]]:
     return [(a, min(a + chunk_steps, n_steps)) for a in range(0, n_steps, chunk_steps)]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_sha256 = sha256_file
 
 
 def run_chunk(scenario_path: str, document_json: str, digest: str, k: int,

@@ -52,7 +52,7 @@ import hashlib
 import json
 import typing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,8 +60,9 @@ import numpy as np
 import pandas as pd
 import shapely
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from ._common import FrozenModel, as_utc, sha256_file
 from .faults import Faults
 from .ground_gen import (
     TerminalGenerator,
@@ -94,14 +95,8 @@ class ScenarioError(ValueError):
         super().__init__(" ".join(text.split()))  # always one line
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_utc = as_utc
+_Model = FrozenModel
 
 
 # ----------------------------------------------------------------------------- sections
@@ -583,12 +578,7 @@ def _with_ground_terminals(policy, ground, label: str, loc: str):
 # ----------------------------------------------------------------------------- the scenario
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_sha256_file = sha256_file
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,11 +8,12 @@ Ids are strings; countries are ISO 3166-1 alpha-3 codes as in Natural Earth's ``
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from .._common import FrozenModel, as_utc
 from .errors import PolicyError
 
 TerminalKind = Literal["fixed", "in_motion"]
@@ -21,14 +22,8 @@ Action = Literal["deny", "allow", "throttle"]
 Country = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3")]
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_utc = as_utc
+_Model = FrozenModel
 
 
 class Window(_Model):
