@@ -2,6 +2,7 @@
 
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -121,3 +122,17 @@ def test_outage_table_and_api(positions):
     row = table.iloc[0]
     assert row["cause"] == "policy" and row["rule"] == "geofence:G-EAST"
     assert row["duration_s"] == pytest.approx(7 * 30)  # 7 steps of 30 s, through the end
+
+
+def test_a_jammer_that_does_not_cut_can_slow_a_terminal_down(positions):
+    # 20 dBW 0.8 km away: SINR drops to a few dB (a lower MODCOD) but stays above the
+    # lowest threshold, so the terminal is served more slowly (see test_budget.py).
+    faults = Faults(jammers=[jammer(49.9872, 36.25, eirp_dbw=20.0)])
+    clear = simulate(positions, ground(demand_mbps=100.0, min_mbps=90.0))
+    slowed = simulate(positions, ground(demand_mbps=100.0, min_mbps=90.0), faults=faults)
+    assert slowed["served"].all()
+    assert (slowed["throughput_mbps"] < clear["throughput_mbps"]).all()
+    assert (slowed["cause"] == "jamming").all()
+    far = simulate(positions, ground(demand_mbps=100.0, min_mbps=90.0),
+                   faults=Faults(jammers=[jammer(45.5, 36.25, eirp_dbw=20.0)]))
+    np.testing.assert_allclose(far["throughput_mbps"], clear["throughput_mbps"])

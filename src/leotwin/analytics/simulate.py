@@ -78,6 +78,36 @@ def _jammer_fn(positions: xr.Dataset, ground, faults: Faults | None, times: np.n
     return jammed
 
 
+def _jamming_rate_factor(positions, ground, faults: Faults, times: np.ndarray,
+                         serving_sat: np.ndarray, served: np.ndarray) -> np.ndarray:
+    """Per (time, terminal): spectral efficiency with the jammers ÷ without them, on the link
+    actually used (1 where unserved). Adaptive coding drops to a lower MODCOD under
+    interference, so a jammer that does not cut a terminal can still slow it down."""
+    from ..frames import geodetic_to_ecef
+    from ..links import budget
+
+    factor = np.ones(served.shape)
+    if not served.any():
+        return factor
+    jam_ecef, jam_active, eirp, bw, freq = jammer_state(faults, times)
+    if not jam_active.any():
+        return factor
+    lat, lon, alt = ground.terminal_positions(times)
+    term_ecef = geodetic_to_ecef(lat, lon, alt)
+    sat_ids = positions["sat"].to_numpy()  # sorted catalog numbers (Constellation order)
+    idx = np.clip(np.searchsorted(sat_ids, serving_sat), 0, sat_ids.size - 1)
+    r = positions["r_ecef_km"].to_numpy()
+    sat_ecef = np.take_along_axis(r, idx[..., None], axis=1)
+    sat_ecef[~served] = np.nan
+    with_jam = budget.sinr_db(term_ecef, sat_ecef, jam_ecef, eirp, bw, freq, jam_active)
+    clear = budget.sinr_db(term_ecef, sat_ecef)
+    eff_j = budget.spectral_efficiency(with_jam)
+    eff_0 = budget.spectral_efficiency(clear)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(served & (eff_0 > 0), eff_j / eff_0, 1.0)
+    return np.clip(np.nan_to_num(ratio, nan=1.0), 0.0, 1.0)
+
+
 def simulate(positions: xr.Dataset, ground, *, policy: Policy | PolicyHistory | None = None,
              faults: Faults | None = None, config: NetworkConfig | None = None,
              as_of=None) -> xr.Dataset:
@@ -132,8 +162,17 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
         throughput = np.where(served, np.minimum(
             ground.terminals["demand_mbps"].to_numpy(float)[None, :], max_mbps), 0.0)
     throughput = np.where(served, throughput, 0.0)
+    if faults is not None and faults.jammers:
+        factor = _jamming_rate_factor(positions, ground, faults, times,
+                                      net["serving_sat"].to_numpy(), served)
+        throughput = throughput * factor
+        demand = ground.terminals["demand_mbps"].to_numpy(float)[None, :]
+        floor = np.minimum(ground.terminals["min_mbps"].to_numpy(float)[None, :], demand)
+        slowed = served & (factor < 1.0) & (throughput < floor)
+        bits[slowed] |= CAUSE_BIT["jamming"]
     # Only unserved or degraded steps carry a cause.
-    degraded = ~served | throttled | (bits & CAUSE_BIT["congestion"]).astype(bool)
+    degraded = ~served | throttled | (bits & (CAUSE_BIT["congestion"]
+                                              | CAUSE_BIT["jamming"])).astype(bool)
     bits = np.where(degraded, bits, 0).astype(np.uint8)
     cause = np.full((n_t, n_term), "", dtype=object)
     for name in reversed(PRIMARY_ORDER):  # over causes: the first in the order wins
