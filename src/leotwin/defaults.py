@@ -105,6 +105,10 @@ DEFAULTS: dict[str, Default] = {
         Default("terminal_scan_loss_exponent", 1.2, "1",
                 "assumption: element pattern cos^1.2 of the angle from the array normal, a "
                 "common phased-array approximation (4.5 dB scan loss at 25 deg elevation)"),
+        Default("jammer_mast_m", 10.0, "m",
+                "assumption: height of a ground jammer's antenna above the terrain"),
+        Default("terminal_mount_m", 2.0, "m",
+                "assumption: height of a user terminal above the terrain"),
         Default("jammer_bandwidth_mhz", 250.0, "MHz",
                 "assumption: a barrage jammer covering one user channel"),
     ]

@@ -293,6 +293,10 @@ def sinr_db(terminal_ecef_km, sat_ecef_km, jammer_ecef_km=None, jammer_eirp_dbw=
                                  f"{(n_time, n_jam)} (got {active.shape})")
             active = np.broadcast_to(active, (n_time, n_jam))
         in_band = _overlap_mhz(f_j, bw_j, f, b) / bw_j  # fraction of jammer power in channel
+        mount_m, mast_m = default("terminal_mount_m"), default("jammer_mast_m")
+        # An airborne jammer (height above the ellipsoid beyond the mast) sees farther.
+        jam_alt_m = np.maximum(ecef_to_geodetic(jam)[2], mast_m)  # (n_time|1, n_jam)
+        horizon_km = radio_horizon_km(mount_m, jam_alt_m)
         for j in range(n_jam):  # few jammers; everything inside is over (time, terminal)
             if in_band[j] <= 0.0 or not active[:, j].any():
                 continue
@@ -304,13 +308,21 @@ def sinr_db(terminal_ecef_km, sat_ecef_km, jammer_ecef_km=None, jammer_eirp_dbw=
                                          direction_zenith_deg=_angle_deg(up, u_jam))
                 p_dbw = eirp_j[j] + 10.0 * np.log10(in_band[j]) - fspl_db(range_jam, f) + g
                 p_w = np.where(range_jam == 0.0, np.inf, _db_to_w(p_dbw))  # co-located
-            ok = active[:, j, None] & np.isfinite(range_jam) & ~np.isnan(p_w)
+            # A ground jammer beyond the radio horizon (4/3-Earth) is blocked by the Earth.
+            ok = (active[:, j, None] & np.isfinite(range_jam) & ~np.isnan(p_w)
+                  & (range_jam <= horizon_km[:, j, None]))
             interference_w = interference_w + np.where(ok, p_w, 0.0)
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         out = signal_dbw - 10.0 * np.log10(noise_w + interference_w)
     served = np.all(np.isfinite(sat), axis=-1) & np.all(np.isfinite(term), axis=-1)
     return np.where(served, out, np.nan)
+
+
+def radio_horizon_km(height_a_m, height_b_m) -> np.ndarray:
+    """Line-of-sight range between two antennas over a smooth 4/3-radius Earth (standard
+    refraction, ITU-R P.453/P.526): d ≈ 4.12 (√h₁ + √h₂) km with heights in metres."""
+    return 4.12 * (np.sqrt(np.maximum(height_a_m, 0.0)) + np.sqrt(np.maximum(height_b_m, 0.0)))
 
 
 def _jammer_vectors(n_jam, eirp_dbw, bandwidth_mhz, freq_ghz, bw_default, f_default):
