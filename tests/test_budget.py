@@ -241,8 +241,14 @@ def test_more_jammer_eirp_never_raises_sinr(direction, dist_km, eirp, extra_db, 
     assert one_jammer(jam, eirp + extra_db, sat=sat) <= one_jammer(jam, eirp, sat=sat)
 
 
+# Rays at or above the horizontal: there a point farther along the ray is also higher, so it
+# stays within the radio horizon. Below the horizontal the property does not hold physically:
+# a near jammer on the ground can be hidden by the Earth while a far one high up is seen.
+directions_up = st.tuples(st.floats(0.0, 360.0), st.floats(0.0, 89.0))
+
+
 @settings(max_examples=150, deadline=None)
-@given(directions, st.floats(0.01, 3000.0), st.floats(1.0, 100.0), st.floats(-20.0, 60.0),
+@given(directions_up, st.floats(0.01, 3000.0), st.floats(1.0, 100.0), st.floats(-20.0, 60.0),
        sat_offsets)
 def test_farther_jammer_never_lowers_sinr(direction, dist_km, factor, eirp, offset):
     # Farther along the same ray from the terminal (same direction, so same antenna gain).
@@ -338,3 +344,14 @@ def test_defaults_present_with_sources():
     # The EIRP density is the PFD limit reached at nadir from 550 km.
     pfd = -116.0 + 10 * np.log10(4 * np.pi * (550e3) ** 2)
     assert default("sat_eirp_density_dbw_mhz") == pytest.approx(pfd, abs=0.05)
+
+
+def test_a_ground_jammer_beyond_the_radio_horizon_is_blocked():
+    sat = serving(0.0)
+    clear = one_jammer(jammer_along(0.0, 0.0, 1.0), -300.0, sat=sat)
+    # Same 40 dBW jammer on the ground (mast height from the defaults): jams at 5 km, is
+    # hidden by the Earth at 25 km (4/3-Earth horizon ≈ 4.12 (√2 + √10) ≈ 19 km).
+    near = geodetic_to_ecef(LAT + 5.0 / 111.2, LON, 10.0)[None, None]
+    far = geodetic_to_ecef(LAT + 25.0 / 111.2, LON, 10.0)[None, None]
+    assert one_jammer(near, 40.0, sat=sat) < clear - 10.0
+    assert one_jammer(far, 40.0, sat=sat) == pytest.approx(clear, abs=1e-9)
