@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .about import bundled_data_info, dependency_versions
-
-
-def main() -> int:
-    for name, ver in dependency_versions().items():
-        print(f"{name:<10} {ver}")
-    print("\nbundled data:")
-    for row in bundled_data_info():
-        print(f"  {row}")
-    return 0
-
+from .cli import about_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(about_main())

@@ -326,6 +326,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def about_main() -> int:
+    """``python -m leotwin``: versions and the bundled data with its dates."""
+    from .about import bundled_data_info, dependency_versions
+
+    for name, ver in dependency_versions().items():
+        print(f"{name:<10} {ver}")
+    print("\nbundled data:")
+    for row in bundled_data_info():
+        print(f"  {row}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
