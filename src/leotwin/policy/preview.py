@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..analytics.sla import availability_terms, contract_scope
 from ..timescale import time_grid, to_utc_datetime64
 from .engine import DENY, decide
 from .errors import PolicyError
-from .geofence import ZoneIndex, parse_geometry
 from .models import Policy
 
 
@@ -95,27 +95,21 @@ def preview_change(current: Policy | None, proposed: Policy, window, *,
                                        hours_lost=("hours_lost", "sum"),
                                        hours_gained=("hours_gained", "sum"))
     rows = []
-    t_ns = times.astype("int64")
+    step_h = np.full(times.size, dt_h)
     for k, c in enumerate(proposed.contracts):  # over contracts (a handful)
-        area = parse_geometry(c.covered_area, source="policy", feature=k,
-                              field="contracts.covered_area")
-        inside = ZoneIndex([area]).contains(lat, lon)[:, 0] & (accounts == c.account)
-        start_ns = int(to_utc_datetime64(c.term_start.replace(tzinfo=None)).astype("int64"))
-        end_ns = int(to_utc_datetime64(c.term_end.replace(tzinfo=None)).astype("int64"))
-        in_term = (t_ns >= start_ns) & (t_ns < end_ns)
-        scope = in_term[:, None] & inside[None, :]
-        n = int(scope.sum())
-        if n == 0:
+        in_term, inside = contract_scope(c, times, lat, lon, accounts, feature=k)
+        if not (in_term.any() and inside.any()):
             continue
-        before_pct = 100.0 * float((before[scope] != DENY).mean())
-        after_pct = 100.0 * float((after[scope] != DENY).mean())
-        shortfall = max(0.0, c.committed_availability_pct - after_pct) / 100.0
-        breach_hours = shortfall * n * dt_h
+        scope = np.ix_(in_term, inside)
+        old = availability_terms(c.committed_availability_pct, before[scope] != DENY,
+                                 step_h[in_term])
+        new = availability_terms(c.committed_availability_pct, after[scope] != DENY,
+                                 step_h[in_term], c.credit_per_breach_hour)
         rows.append({"contract": c.id, "account": c.account,
-                     "committed_pct": c.committed_availability_pct, "before_pct": before_pct,
-                     "after_pct": after_pct, "breach": after_pct < c.committed_availability_pct,
-                     "breach_hours": breach_hours,
-                     "credit_owed": breach_hours * c.credit_per_breach_hour})
+                     "committed_pct": c.committed_availability_pct,
+                     "before_pct": old["achieved_pct"], "after_pct": new["achieved_pct"],
+                     "breach": new["breach"], "breach_hours": new["breach_hours"],
+                     "credit_owed": new["credit_owed"]})
     contracts = pd.DataFrame(rows, columns=["contract", "account", "committed_pct", "before_pct",
                                             "after_pct", "breach", "breach_hours",
                                             "credit_owed"])
