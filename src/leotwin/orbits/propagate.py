@@ -100,10 +100,7 @@ def _propagate_block(constellation: Constellation, sats: slice, jd: np.ndarray, 
     if bad.any():
         out_r[bad] = np.nan
         out_v[bad] = np.nan
-    alt = constellation.elset_mean_altitude_km[used]
-    centre = constellation.shell_altitude_km[sat_ids][None, :]
-    with np.errstate(invalid="ignore"):
-        out_op[...] = ~bad & (np.abs(alt - centre) <= band_km)
+    out_op[...] = operational_mask(constellation, used, out_e, band_km=band_km, sats=sats)
     ns = np.asarray(times, "datetime64[ns]").astype("int64")[:, None]
     out_age[...] = (ns - constellation.elset_epoch.astype("int64")[used]) / 1e9
 
@@ -194,18 +191,18 @@ class _Engine:
 
 # --------------------------------------------------------------------------- public API
 def operational_mask(constellation: Constellation, elset_index: np.ndarray,
-                     error: np.ndarray, *, band_km: float | None = None) -> np.ndarray:
+                     error: np.ndarray, *, band_km: float | None = None,
+                     sats: slice | np.ndarray = slice(None)) -> np.ndarray:
     """Per (time, sat): the satellite may serve.
 
     True when SGP4 succeeded and the mean altitude of the element set in use is within
     ``band_km`` (default ``operational_band_km``, FCC 21-48's ±30 km) of the satellite's shell
     centre; orbit-raising and deorbiting satellites fall outside and are excluded.
-    ``elset_index`` comes from :func:`nearest_elset_index`. (``propagate`` computes the same
-    mask inside its chunks.)
+    ``elset_index`` comes from :func:`nearest_elset_index` (for the satellites ``sats``).
     """
     band = default("operational_band_km") if band_km is None else float(band_km)
     alt = constellation.elset_mean_altitude_km[elset_index]
-    centre = constellation.shell_altitude_km[None, :]
+    centre = constellation.shell_altitude_km[sats][None, :]
     with np.errstate(invalid="ignore"):
         return (np.asarray(error) == 0) & (np.abs(alt - centre) <= band)
 
