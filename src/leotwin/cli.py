@@ -42,9 +42,9 @@ class UserError(Exception):
     """An error caused by the user's input: printed as one line, exit code 2."""
 
 
-def _progress(console: Console) -> Progress:
+def _progress(console: Console, unit: str = "steps") -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total} steps"), TimeRemainingColumn(),
+                    TextColumn("{task.completed}/{task.total} " + unit), TimeRemainingColumn(),
                     console=console, transient=True)
 
 
@@ -165,9 +165,7 @@ def cmd_run(args, out: Console, err: Console) -> int:
     time_overrides = {k: v for k, v in (("start", args.start), ("stop", args.stop)) if v}
     scenario = load_scenario(Path(args.scenario),
                              overrides={"time": time_overrides} if time_overrides else None)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total} chunks"), TimeRemainingColumn(),
-                  console=err, transient=True) as bar:
+    with _progress(err, unit="chunks") as bar:
         task = bar.add_task(f"running {scenario.name}", total=None)
         result = run_scenario(scenario, Path(args.out), resume=not args.fresh, dask=args.dask,
                               report=False if args.no_report else None,
