@@ -55,45 +55,47 @@ class SimulationRun:
     result: xr.Dataset
 
 
-def _jammer_fn(positions: xr.Dataset, ground, faults: Faults | None, times: np.ndarray):
+def _jamming_inputs(ground, faults: Faults | None, times: np.ndarray):
+    """Jammer states and terminal ECEF positions over the run, computed once for both the
+    outage test and the slowdown factor; None without jammers."""
     if faults is None or not faults.jammers:
         return None
     from ..frames import geodetic_to_ecef
+
+    return jammer_state(faults, times), geodetic_to_ecef(*ground.terminal_positions(times))
+
+
+def _jammer_fn(positions: xr.Dataset, jamming):
+    """``jammed(step, terminal_idx, sat_idx)`` for :func:`network_state`, or None."""
+    if jamming is None:
+        return None
     from ..links import budget
 
-    jam_ecef, jam_active, eirp, bw, freq = jammer_state(faults, times)
-    lat, lon, alt = ground.terminal_positions(times)
+    (jam_ecef, jam_active, eirp, bw, freq), term_ecef = jamming
     r = positions["r_ecef_km"]
 
     def jammed(step: int, term_idx: np.ndarray, sat_idx: np.ndarray) -> np.ndarray:
         if not jam_active[step].any():
             return np.zeros(term_idx.size, bool)
-        term_ecef = geodetic_to_ecef(lat[step, term_idx], lon[step, term_idx],
-                                     alt[step, term_idx])
         sat_ecef = r[step].to_numpy()[sat_idx]
-        sinr = budget.sinr_db(term_ecef[None], sat_ecef[None], jam_ecef[step][None], eirp, bw,
-                              freq, jam_active[step][None])
+        sinr = budget.sinr_db(term_ecef[step, term_idx][None], sat_ecef[None],
+                              jam_ecef[step][None], eirp, bw, freq, jam_active[step][None])
         return np.asarray(budget.jammed(sinr), bool).reshape(-1)
 
     return jammed
 
 
-def _jamming_rate_factor(positions, ground, faults: Faults, times: np.ndarray,
-                         serving_sat: np.ndarray, served: np.ndarray) -> np.ndarray:
+def _jamming_rate_factor(positions, jamming, serving_sat: np.ndarray,
+                         served: np.ndarray) -> np.ndarray:
     """Per (time, terminal): spectral efficiency with the jammers ÷ without them, on the link
     actually used (1 where unserved). Adaptive coding drops to a lower MODCOD under
     interference, so a jammer that does not cut a terminal can still slow it down."""
-    from ..frames import geodetic_to_ecef
     from ..links import budget
 
     factor = np.ones(served.shape)
-    if not served.any():
+    (jam_ecef, jam_active, eirp, bw, freq), term_ecef = jamming
+    if not served.any() or not jam_active.any():
         return factor
-    jam_ecef, jam_active, eirp, bw, freq = jammer_state(faults, times)
-    if not jam_active.any():
-        return factor
-    lat, lon, alt = ground.terminal_positions(times)
-    term_ecef = geodetic_to_ecef(lat, lon, alt)
     sat_ids = positions["sat"].to_numpy()  # sorted catalog numbers (Constellation order)
     idx = np.clip(np.searchsorted(sat_ids, serving_sat), 0, sat_ids.size - 1)
     r = positions["r_ecef_km"].to_numpy()
@@ -138,9 +140,9 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
         decision = dec["decision"].to_numpy()
         rule_names = dec["rule_id"].to_numpy()[dec["rule"].to_numpy()]
         max_mbps = dec["max_mbps"].to_numpy().astype(float)
+    jamming = _jamming_inputs(ground, faults, times)
     net = network_state(positions, ground, config=config, failed=failed, gateway_down=gw_down,
-                        allowed=decision != DENY, jammed=_jammer_fn(positions, ground, faults,
-                                                                     times),
+                        allowed=decision != DENY, jammed=_jammer_fn(positions, jamming),
                         attribution=True)
     served = net["served"].to_numpy()
     bits = net["cause_bits"].to_numpy().copy()
@@ -162,9 +164,8 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
         throughput = np.where(served, np.minimum(
             ground.terminals["demand_mbps"].to_numpy(float)[None, :], max_mbps), 0.0)
     throughput = np.where(served, throughput, 0.0)
-    if faults is not None and faults.jammers:
-        factor = _jamming_rate_factor(positions, ground, faults, times,
-                                      net["serving_sat"].to_numpy(), served)
+    if jamming is not None:
+        factor = _jamming_rate_factor(positions, jamming, net["serving_sat"].to_numpy(), served)
         throughput = throughput * factor
         demand = ground.terminals["demand_mbps"].to_numpy(float)[None, :]
         floor = np.minimum(ground.terminals["min_mbps"].to_numpy(float)[None, :], demand)
