@@ -121,10 +121,12 @@ def simulate(positions: xr.Dataset, ground, *, policy: Policy | PolicyHistory | 
 
 
 def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
-                 as_of=None, window=None) -> SimulationRun:
+                 as_of=None, window=None, decisions: xr.Dataset | None = None) -> SimulationRun:
     """:func:`simulate`, keeping the inputs for :func:`counterfactual`. ``window`` (start,
     stop) is the whole run's span when ``positions`` is one chunk of it (random failures are
-    drawn over the whole run)."""
+    drawn over the whole run). ``decisions`` is a :func:`leotwin.decide` result for exactly
+    these times and terminals, when the caller computed it (e.g. with policy state carried in
+    from an earlier chunk); otherwise ``policy`` is decided here."""
     times = positions["time"].to_numpy()
     terms = ground.terminals["terminal"].astype(str).to_numpy()
     n_t, n_term = times.size, terms.size
@@ -135,8 +137,12 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
     decision = np.zeros((n_t, n_term), np.int8)
     rule_names = np.full((n_t, n_term), "", dtype=object)
     max_mbps = np.full((n_t, n_term), np.inf)
-    if policy is not None:
-        dec = decide(policy, list(terms), times, ground, as_of=as_of)
+    if decisions is not None or policy is not None:
+        dec = decisions if decisions is not None else decide(policy, list(terms), times,
+                                                             ground, as_of=as_of)
+        if dec.sizes.get("time") != n_t or dec.sizes.get("terminal") != n_term:
+            raise ValueError(f"decisions cover {dict(dec.sizes)}; this run has {n_t} times "
+                             f"and {n_term} terminals")
         decision = dec["decision"].to_numpy()
         rule_names = dec["rule_id"].to_numpy()[dec["rule"].to_numpy()]
         max_mbps = dec["max_mbps"].to_numpy().astype(float)
