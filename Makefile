@@ -10,7 +10,7 @@ STAMP_TEST := $(VENV)/.installed-test
 PG_CTL_GLOB := /usr/lib/postgresql/*/bin/pg_ctl
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test bench lint install clean postgresql
+.PHONY: demo test bench lint install clean postgresql chromium serve dashboard
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,25 @@ postgresql:
 		$(SUDO) apt-get install -y -q --no-install-recommends postgresql; }
 	@ls $(PG_CTL_GLOB) >/dev/null 2>&1 || { echo "PostgreSQL install failed" >&2; exit 1; }
 
-test: $(STAMP_TEST) lint postgresql
+# Installs Debian's `chromium` (the dashboard's browser tests drive it headless through
+# Playwright; Playwright's own browser download is never used).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Chromium (Debian package chromium) for the browser tests"; \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+		$(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+	@command -v chromium >/dev/null 2>&1 || { echo "Chromium install failed" >&2; exit 1; }
+
+test: $(STAMP_TEST) lint postgresql chromium
 	$(PY) -m pytest -q
+
+# The REST service and the dashboard on http://127.0.0.1:8000 (the demo's store and runs).
+serve: $(STAMP_RUN)
+	$(VENV)/bin/leotwin serve --host 127.0.0.1 --port 8000
+
+# Rebuilds the dashboard's committed assets (src/leotwin/service/static) from dashboard/.
+dashboard:
+	cd dashboard && npm ci && npm run build
 
 bench: $(STAMP_TEST)
 	$(PY) bench/run.py --out bench/results.md
