@@ -45,6 +45,7 @@ import pandas as pd
 
 from .defaults import DEFAULTS, default
 from .frames import ecef_to_geodetic, geodetic_to_ecef, great_circle_km
+from .geometry.sites import ALT_RANGE_M, LAT_RANGE_DEG, LON_RANGE_DEG
 from .timescale import to_utc_datetime64
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,6 @@ GATEWAY_COLUMNS = ("gateway", "lat_deg", "lon_deg", "alt_m", "antennas", "min_el
 POP_COLUMNS = ("pop", "lat_deg", "lon_deg", "alt_m")
 TERMINAL_KINDS = ("fixed", "in_motion")
 
-_ALT_RANGE_M = (-500.0, 100_000.0)  # as in leotwin.geometry.sites.validate_sites
 _ALIASES = {"lat_deg": ("lat", "latitude"), "lon_deg": ("lon", "lng", "long", "longitude"),
             "alt_m": ("alt", "altitude", "height")}
 
@@ -324,7 +324,8 @@ def _check_range(values: np.ndarray, column: str, src: _Source, lo: float, hi: f
 def _coordinates(df: pd.DataFrame, src: _Source) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lat = _numbers(df, "lat_deg", src, expected="latitude in degrees, -90 to 90")
     lon = _numbers(df, "lon_deg", src, expected="longitude in degrees, -180 to 180")
-    bad = (np.abs(lat) > 90.0) | (np.abs(lon) > 180.0)
+    bad = ((lat < LAT_RANGE_DEG[0]) | (lat > LAT_RANGE_DEG[1]) | (lon < LON_RANGE_DEG[0])
+           | (lon > LON_RANGE_DEG[1]))
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
         if abs(lat[pos]) > 90.0 and abs(lon[pos]) <= 90.0:
@@ -340,9 +341,9 @@ def _coordinates(df: pd.DataFrame, src: _Source) -> tuple[np.ndarray, np.ndarray
         raise src.error(f"longitude {_show(lon[pos])} is outside [-180, 180]; expected degrees "
                         f"east in [-180, 180]{wrap}", pos, "lon_deg")
     alt = _numbers(df, "alt_m", src, default_value=0.0,
-                   expected=f"height above the WGS84 ellipsoid in metres, {_ALT_RANGE_M[0]:g} "
-                            f"to {_ALT_RANGE_M[1]:g}")
-    _check_range(alt, "alt_m", src, *_ALT_RANGE_M, "height above the WGS84 ellipsoid in metres")
+                   expected=f"height above the WGS84 ellipsoid in metres, {ALT_RANGE_M[0]:g} "
+                            f"to {ALT_RANGE_M[1]:g}")
+    _check_range(alt, "alt_m", src, *ALT_RANGE_M, "height above the WGS84 ellipsoid in metres")
     return lat, lon, alt
 
 

@@ -12,6 +12,7 @@ from ..frames import look_angles
 from ..orbits.constellation import Constellation
 from ..orbits.propagate import propagate_chunks
 from ..timescale import time_grid
+from .sites import validate_sites
 
 
 def passes(constellation: Constellation, site, start, stop, *,
@@ -128,11 +129,8 @@ def _site_tuple(site) -> tuple[float, float, float]:
         vals = (site.get("lat_deg"), site.get("lon_deg"), site.get("alt_m", 0.0))
     else:
         vals = tuple(site) + (0.0,) * (3 - len(tuple(site)))
-    try:
-        lat, lon, alt = (float(v) for v in vals[:3])
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"site must be (lat_deg, lon_deg[, alt_m]) numbers, got {site!r}") from None
-    if not (-90 <= lat <= 90 and -180 <= lon <= 360 and np.isfinite(alt)):
-        raise ValueError(f"site out of range: lat_deg={lat}, lon_deg={lon}, alt_m={alt}")
-    return lat, lon, alt
+    if len(vals) < 3:
+        raise ValueError(f"site must be (lat_deg, lon_deg[, alt_m]) numbers, got {site!r}")
+    row = validate_sites({"site": ["site"], "lat_deg": [vals[0]], "lon_deg": [vals[1]],
+                          "alt_m": [vals[2]]}).iloc[0]
+    return float(row["lat_deg"]), float(row["lon_deg"]), float(row["alt_m"])

@@ -5,6 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+#: The one definition of a valid ground position, shared by every site and ground table
+#: (degrees north, degrees east, metres above the WGS84 ellipsoid).
+LAT_RANGE_DEG = (-90.0, 90.0)
+LON_RANGE_DEG = (-180.0, 180.0)
+ALT_RANGE_M = (-500.0, 100_000.0)
+
 
 def validate_sites(sites, *, id_column: str = "site") -> pd.DataFrame:
     """Return a clean copy of a site table or raise ``ValueError`` naming the row and column.
@@ -21,8 +27,8 @@ def validate_sites(sites, *, id_column: str = "site") -> pd.DataFrame:
         df["alt_m"] = 0.0
     if df.empty:
         raise ValueError("site table is empty")
-    for col, lo, hi in (("lat_deg", -90.0, 90.0), ("lon_deg", -180.0, 360.0),
-                        ("alt_m", -500.0, 100_000.0)):
+    for col, (lo, hi) in (("lat_deg", LAT_RANGE_DEG), ("lon_deg", LON_RANGE_DEG),
+                          ("alt_m", ALT_RANGE_M)):
         values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(values) | (values < lo) | (values > hi)
         if bad.any():
