@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from leotwin.analytics.intervals import INTERVAL_COLUMNS, intervals_to_mask, outage_intervals
+from leotwin.analytics.intervals import (
+    INTERVAL_COLUMNS,
+    IntervalAccumulator,
+    intervals_to_mask,
+    outage_intervals,
+)
 
 T0 = np.datetime64("2022-10-01T00:00:00", "ns")
 STEP_S = 60
@@ -153,3 +158,21 @@ def test_mask_rejects_unknown_terminal():
     iv = outage_intervals(grid(3), ["x"], np.ones((3, 1), bool))
     with pytest.raises(ValueError, match="terminal"):
         intervals_to_mask(iv, grid(3), ["y"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(masks(), st.lists(st.integers(1, 29), max_size=6))
+def test_windows_with_carried_open_intervals_equal_the_whole(data, cuts):
+    """Streaming: intervals open at a window's end are merged with the next window's."""
+    unserved, code = data
+    n_time, n_term = unserved.shape
+    times = grid(n_time)
+    ids = np.array([f"t{j}" for j in range(n_term)])[::-1]
+    cause = np.array(["policy", "jamming", None], dtype=object)[code]
+    rule = np.where(cause == "policy", "geofence:G", "").astype(object)
+    whole = outage_intervals(times, ids, unserved, cause=cause, rule=rule, step_s=STEP_S)
+    acc = IntervalAccumulator(ids)
+    edges = [0, *sorted({c for c in cuts if c < n_time}), n_time]
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        acc.add(times[a:b], unserved[a:b], cause=cause[a:b], rule=rule[a:b], step_s=STEP_S)
+    pd.testing.assert_frame_equal(acc.table(), whole, check_exact=True)

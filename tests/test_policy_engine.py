@@ -211,3 +211,76 @@ def test_precedence_is_documented_in_one_place():
     doc = engine.__doc__
     positions = [doc.index(f"``{k}``") for k in PRECEDENCE]
     assert positions == sorted(positions)
+
+
+# ----------------------------------------------------------------------------- carried state
+
+
+def _roaming_case():
+    """Two terminals of a Polish account crossing the Ukrainian border back and forth over
+    New Year (home Poland: every step in Ukraine is outside)."""
+    policy = Policy(accounts=[Account(id="a", country="POL")],
+                    terminals=[Terminal(id="t1", account="a"), Terminal(id="t2", account="a")],
+                    roaming_rules=[RoamingRule(id="r", max_days_per_year=3)])
+    times = np.arange(np.datetime64("2022-12-26T00:00", "ns"), np.datetime64("2023-01-04T00:00",
+                                                                             "ns"),
+                      np.timedelta64(6, "h"))
+    rng = np.random.default_rng(3)
+    in_ua = rng.random((times.size, 2)) < 0.35
+    lat = np.where(in_ua, KYIV[0], 52.23)
+    lon = np.where(in_ua, KYIV[1], 21.01)    # Warsaw otherwise
+    return policy, times, (lat, lon)
+
+
+@pytest.mark.parametrize("cuts", [[5], [1, 2, 3], [7, 13, 21, 30], list(range(1, 36))])
+def test_roaming_state_carried_across_windows_equals_one_window(cuts):
+    policy, times, (lat, lon) = _roaming_case()
+    whole, end = decide(policy, None, times, (lat, lon), return_state=True)
+    state, parts = None, []
+    for a, b in zip([0, *cuts], [*cuts, times.size], strict=True):
+        window = (times[a:b], (lat[a:b], lon[a:b]))
+        cheap = engine.advance_state(policy, None, *window, state)   # no decisions
+        ds, state = decide(policy, None, *window, state=state, return_state=True)
+        assert cheap.equals(state)
+        parts.append(ds["decision"].to_numpy())
+    np.testing.assert_array_equal(np.concatenate(parts), whole["decision"].to_numpy())
+    assert state.equals(end)
+    assert (whole["decision"].to_numpy() == 2).any()          # the rule did bite
+    assert end.roaming_days.max() <= 3                       # counts restarted on 1 January
+
+
+def test_quota_from_the_carried_state_and_its_month():
+    policy, _ = build({"quota"})          # quota 10 GB, fallback 1 Mbit/s
+    times = np.array(["2022-10-30T12:00", "2022-10-31T23:59", "2022-11-01T00:00"],
+                     dtype="datetime64[ns]")
+    pos = ([KYIV[0]], [KYIV[1]])
+    state = engine.PolicyState(np.array(["t1"]), np.datetime64("2022-10-30T00:00", "ns"),
+                               used_gb=np.array([12.0]))
+    ds, end = decide(policy, ["t1"], times, pos, state=state, return_state=True)
+    kinds = [str(ds["rule_kind"].to_numpy()[r]) for r in ds["rule"].to_numpy()[:, 0]]
+    assert kinds == ["quota", "quota", "plan"]        # spent in October, fresh in November
+    assert ds["max_mbps"].to_numpy()[0, 0] == 1
+    assert end.used_gb[0] == 0 and str(end.last_step).startswith("2022-11-01T00:00")
+    # the delivered volume of the window counts for its last month only (and metered ones)
+    after = end.add_usage(times, np.array([[100.0], [100.0], [100.0]]), 60.0)
+    assert after.used_gb[0] == pytest.approx(100e6 * 60 / 8e9)
+    assert end.add_usage(times, np.ones((3, 1)), 60.0, metered=[False]).used_gb[0] == 0
+    # without state nor used_gb the quota rule does not apply (as before)
+    assert str(decide(policy, ["t1"], times, pos)["rule_kind"].to_numpy()[0]) == "plan"
+
+
+def test_policy_state_round_trip_and_caller_mistakes():
+    policy, _ = build({"quota"})
+    pos = ([KYIV[0]], [KYIV[1]])
+    _, state = decide(policy, ["t1"], TIMES, pos, return_state=True)
+    state = state.add_usage(TIMES, np.array([[1.5], [2.5], [3.5]]), [10.0, 20.0, 30.0])
+    again = engine.PolicyState.from_dict(state.to_dict())
+    assert again.equals(state) and again.used_gb[0] == state.used_gb[0]
+    with pytest.raises(ValueError, match="not both"):
+        decide(policy, ["t1"], TIMES, pos, state=state, used_gb=np.zeros((3, 1)))
+    with pytest.raises(ValueError, match="must start after"):
+        decide(policy, ["t1"], TIMES, pos, state=state)
+    with pytest.raises(ValueError, match="not the decided terminals"):
+        decide(policy, ["t1"], TIMES, pos, state=engine.PolicyState.initial(["x"]))
+    with pytest.raises(ValueError, match="end at the state's last_step"):
+        state.add_usage(TIMES[:2], np.zeros((2, 1)), 60.0)

@@ -40,21 +40,48 @@ geofences:
 """
 
 
-def make(tmp: Path, *, stop=19, chunk=5, report="false", n_terms=2) -> Path:
+def make(tmp: Path, *, stop=19, chunk=5, report="false", n_terms=2, quota_gb=None,
+         roaming=False, contract=False) -> Path:
+    """The tiny scenario. ``quota_gb``: every terminal on a plan with that monthly priority
+    quota (fallback 2 Mbit/s); ``roaming``: a roaming rule (0 days) and the last terminal in
+    Warsaw; ``contract``: a contract of the army over the west of Ukraine (not the geofence)."""
     tmp.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     lat = np.r_[49.98, 50.45, rng.uniform(48, 51, n_terms)][:n_terms]
     lon = np.r_[36.25, 30.52, rng.uniform(30, 37, n_terms)][:n_terms]
-    pd.DataFrame({"terminal": [f"t{k}" for k in range(n_terms)], "account": "army",
-                  "lat_deg": lat, "lon_deg": lon}).to_csv(tmp / "terminals.csv", index=False)
-    (tmp / "policy.yaml").write_text(POLICY)
+    if roaming:
+        lat[-1], lon[-1] = 52.23, 21.01
+    terms = pd.DataFrame({"terminal": [f"t{k}" for k in range(n_terms)], "account": "army",
+                          "lat_deg": lat, "lon_deg": lon})
+    policy = POLICY
+    if quota_gb is not None:
+        terms["plan"] = "p"
+        policy += (f"plans: [{{name: p, priority_quota_gb_month: {quota_gb:g}, min_mbps: 1, "
+                   "max_mbps: 500, fallback_mbps: 2}]\n")
+    if roaming:
+        policy += "roaming_rules: [{id: r, max_days_per_year: 0}]\n"
+    if contract:
+        policy += ("contracts: [{id: c1, account: army, committed_availability_pct: 99.5,"
+                   " credit_per_breach_hour: 10, term_start: 2022-01-01T00:00:00Z,"
+                   " term_end: 2023-01-01T00:00:00Z, covered_area: {type: Polygon, coordinates:"
+                   " [[[29, 47], [35, 47], [35, 52], [29, 52], [29, 47]]]}}]\n")
+    terms.to_csv(tmp / "terminals.csv", index=False)
+    (tmp / "policy.yaml").write_text(policy)
     path = tmp / "scenario.yaml"
     path.write_text(SCENARIO % {"stop": stop, "chunk": chunk, "report": report})
     return path
 
 
 def chunk_bytes(out: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((out / "chunks").glob("chunk-*.parquet"))}
+    """The chunk files and the policy state files written next to them."""
+    files = [*(out / "chunks").glob("chunk-*.parquet"), *(out / "chunks").glob("state-*.json")]
+    return {p.name: p.read_bytes() for p in sorted(files)}
+
+
+def tables_equal(a: Path, b: Path) -> None:
+    for name in ("timeline", "intervals", "usage", "contracts", "terminals"):
+        pd.testing.assert_frame_equal(pd.read_parquet(a / f"{name}.parquet"),
+                                      pd.read_parquet(b / f"{name}.parquet"), check_exact=True)
 
 
 def test_run_writes_chunks_tables_and_report(tmp_path):
@@ -84,7 +111,8 @@ def test_resume_after_partial_run_is_byte_identical(tmp_path):
 
 
 def test_killed_subprocess_resumes_to_the_same_result(tmp_path):
-    sc = make(tmp_path / "s", stop=59, chunk=1, n_terms=150)
+    # a quota spent after a few chunks and a roaming terminal: the carried state matters
+    sc = make(tmp_path / "s", stop=59, chunk=1, n_terms=150, quota_gb=2, roaming=True)
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "leotwin.cli", "run", str(sc), "--out", str(out),
            "--no-report"]
@@ -105,14 +133,20 @@ def test_killed_subprocess_resumes_to_the_same_result(tmp_path):
     assert main(["run", str(sc), "--out", str(out), "--no-report"]) == 0
     leotwin.run(sc, tmp_path / "clean", report=False)
     assert chunk_bytes(out) == chunk_bytes(tmp_path / "clean")
+    assert len(chunk_bytes(out)) == 2 * 60
     assert not list((out / "chunks").glob("*.tmp"))
+    tables_equal(out, tmp_path / "clean")
+    timeline = pd.read_parquet(out / "timeline.parquet")
+    assert (timeline["rule"] == "quota:p").any() and (timeline["rule"] == "roaming:r").any()
 
 
 def test_dask_local_cluster_gives_the_same_chunks(tmp_path):
-    sc = make(tmp_path / "s")
+    # chained: the quota makes every chunk depend on its predecessor's simulated usage
+    sc = make(tmp_path / "s", quota_gb=2, roaming=True)
     leotwin.run(sc, tmp_path / "single")
     leotwin.run(sc, tmp_path / "dask", dask="local")
     assert chunk_bytes(tmp_path / "dask") == chunk_bytes(tmp_path / "single")
+    tables_equal(tmp_path / "dask", tmp_path / "single")
 
 
 def test_a_different_scenario_is_not_resumed_into_the_same_directory(tmp_path):

@@ -255,3 +255,31 @@ def test_availability_agrees_with_the_policy_preview():
     assert got["achieved_pct"] < 99.0
     for col in ("breach", "breach_hours", "credit_owed"):
         assert got[col] == pytest.approx(expected[col])
+
+
+def test_accumulators_window_by_window_equal_the_whole_exactly():
+    from leotwin.analytics.intervals import _step_durations_s
+    from leotwin.analytics.sla import ContractAccumulator, UsageAccumulator
+
+    rng = np.random.default_rng(7)
+    times = np.datetime64("2022-10-05T20:00", "ns") + np.arange(700) * np.timedelta64(37, "s")
+    terms, accounts = ["a1", "n1", "a2", "a3"], ["army", "ngo", "army", "army"]
+    thr = rng.random((times.size, 4)) * 300.0
+    served = rng.random((times.size, 4)) < 0.9
+    contract = Contract(id="c", account="army", committed_availability_pct=99.9,
+                        covered_area=box(50.0, 30.0, 3.0), term_start=datetime(2022, 10, 5, 22),
+                        term_end=datetime(2022, 10, 6, 3), credit_per_breach_hour=7.0)
+    lat, lon = [50.1, 50.2, 49.9, 45.0], [30.1, 30.2, 29.9, 30.0]
+    whole_u = usage_by_account_day(times, terms, accounts, thr, step_s=37)
+    whole_c = contract_availability(times, lat, lon, accounts, served, [contract], step_s=37)
+    dur_s = _step_durations_s(times, 37)
+    u, c = UsageAccumulator(terms, accounts), ContractAccumulator(lat, lon, accounts, [contract])
+    cuts = np.r_[0, np.sort(rng.choice(np.arange(1, times.size), 9, replace=False)), times.size]
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):     # windows across midnight and term
+        u.add(times[a:b], thr[a:b], dur_s[a:b])
+        c.add(times[a:b], served[a:b], dur_s[a:b])
+    pd.testing.assert_frame_equal(u.table(), whole_u, check_exact=True)
+    pd.testing.assert_frame_equal(c.table(), whole_c, check_exact=True)
+    assert len(whole_u) == 4 and whole_c["breach"].iloc[0]
+    with pytest.raises(ValueError, match="continue after"):
+        u.add(times[:2], thr[:2], dur_s[:2])

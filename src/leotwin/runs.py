@@ -1,20 +1,51 @@
 """Scenario runs: time chunks streamed through the whole pipeline, resumable, optionally on Dask.
 
 Each chunk (a slice of the time grid starting on a scheduling-slot boundary) is propagated,
-decided, routed and attributed on its own and written as ``chunks/chunk-NNNNN.parquet``
-(atomically: a temporary file renamed into place). ``chunks/progress.json`` records the
-scenario's hash and every finished chunk with its SHA-256, so that the same command killed
-mid-run resumes from the last complete chunk and ends with byte-identical chunk files.
+decided, routed and attributed on its own and written as ``chunks/chunk-NNNNN.parquet``, next
+to the policy state at its end, ``chunks/state-NNNNN.json`` (both atomically: a temporary file
+renamed into place). ``chunks/progress.json`` records the scenario's hash and every finished
+chunk with the SHA-256 of its chunk file (``chunks``) and of its state file (``states``); a chunk
+counts as done only when both files match, so the same command killed mid-run resumes from the
+finished chunks and ends with byte-identical chunk and state files.
 
-State across chunks: a chunk starts on a slot boundary, where the scheduler chooses afresh, so
-the schedule does not depend on the previous chunk; random satellite failures are drawn over
-the whole run window; outage intervals, usage and contract availability are computed from the
-assembled timeline at the end (:mod:`leotwin.analytics.runio`). Policy state that accumulates
-over time (roaming days, data quotas) restarts at every chunk — a known limitation.
+State carried across chunks
+---------------------------
+* **Policy state** (:class:`~leotwin.policy.engine.PolicyState`): roaming days outside the
+  account's country per calendar year, and priority data used per calendar month against the
+  plan's quota. Chunk ``k`` is decided from the state at the end of chunk ``k − 1`` (chunk 0:
+  no roaming day, no data used — the run starts with a fresh count) with
+  ``decide(..., state=S, return_state=True)``; roaming advances per step inside the chunk. The
+  data used is what the terminal was actually delivered: chunk ``k``'s served
+  ``throughput_mbps`` × step duration, added after its simulation
+  (:meth:`~leotwin.policy.engine.PolicyState.add_usage`, for terminals with a plan) — so the
+  **quota state advances per chunk**: inside a chunk the quota rule sees the data used up to
+  the chunk's start (reset to 0 at a month change). Per-step quota would need the throughput of
+  the step before deciding the next one, i.e. a step-by-step simulation.
+* **Scheduling**: a chunk starts on a slot boundary, where the scheduler chooses afresh, so the
+  schedule does not depend on the previous chunk; random satellite failures are drawn over the
+  whole run window.
+* **Outage intervals, usage, contract availability** are accumulated while the chunks are read
+  back one at a time at the end (:class:`~leotwin.analytics.runio.RunWriter`): an outage
+  spanning a chunk seam is carried as an open interval and comes out as one interval.
 
-With ``dask=`` the chunks are submitted as tasks to a Dask cluster (an address, or "local" for
-a ``LocalCluster``); each worker loads the scenario from its file, so nothing large is
-pickled, and the chunk files are the same as in a single-process run.
+Dependencies and Dask
+---------------------
+With ``dask=`` the chunks are submitted as tasks to a Dask cluster (an address, or "local" for a
+``LocalCluster``); each worker loads the scenario from its file, so nothing large is pickled —
+only the small state travels. Which chunks depend on which:
+
+* When some terminal has a plan (a quota), chunk ``k`` needs the *simulated* usage of chunk
+  ``k − 1``: the chunks are submitted as a chain, each task receiving its predecessor's result
+  future (its end state), so they run one after the other (the network of a chunk depends on
+  who is denied, and roaming denials depend on the state, so the expensive part cannot start
+  early either).
+* Otherwise the state does not depend on any simulation: the driver first computes every
+  chunk's start state in a cheap pass (:func:`~leotwin.policy.engine.advance_state`: time
+  bookkeeping, plus country memberships of the positions when there are roaming rules), then
+  submits all the chunks at once, in parallel; each chunk still writes the state it computes
+  itself, checked against the pass.
+
+Either way the files are the same as in a single-process run.
 """
 
 from __future__ import annotations
@@ -29,16 +60,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import xarray as xr
 
 from ._common import sha256_file
-from .analytics.simulate import SimulationRun, simulate_run
+from .analytics.intervals import _step_durations_s
+from .analytics.simulate import simulate_run
 from .orbits.propagate import propagate
+from .policy.engine import PolicyState, advance_state, decide, metered_terminals
 
 log = logging.getLogger(__name__)
 
 PROGRESS_FILE = "progress.json"
 CHUNK_DIR = "chunks"
+CHUNK_FILE = "chunk-{k:05d}.parquet"
+STATE_FILE = "state-{k:05d}.json"
 _CHUNK_COLUMNS = ("time", "terminal", "account", "served", "throughput_mbps", "rtt_ms", "sat",
                   "gateway", "cause", "cause_bits", "rule", "dish_state")
 
@@ -58,6 +94,8 @@ class Run:
         return self.chunks_done == self.chunks_total
 
     def timeline(self) -> pd.DataFrame:
+        """All chunks in one table — for small runs; large ones: ``timeline.parquet`` by row
+        group (:func:`leotwin.analytics.runio.iter_timeline`)."""
         files = sorted((self.out_dir / CHUNK_DIR).glob("chunk-*.parquet"))
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
@@ -89,22 +127,81 @@ def chunk_bounds(n_steps: int, chunk_steps: int) -> list[tuple[int, int]]:
 _sha256 = sha256_file
 
 
-def run_chunk(scenario_path: str, document_json: str, digest: str, k: int,
-              out_dir: str) -> tuple[int, str]:
-    """Compute chunk ``k`` and write it; returns (k, sha256 of the file). Runs in any process."""
+@dataclass(frozen=True)
+class ChunkDone:
+    """A written chunk: its index, the SHA-256 of its chunk and state files, and the state at
+    its end (``PolicyState.to_dict()``, small: what a Dask task hands to the next one)."""
+
+    k: int
+    chunk_sha256: str
+    state_sha256: str
+    state: dict
+
+
+def _state_text(state: PolicyState) -> str:
+    return json.dumps(state.to_dict(), sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def _write_atomic(target: Path, write: Callable[[Path], None]) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, target)  # atomic: a killed run never leaves a half file behind
+
+
+def _start_state(start, ids: np.ndarray) -> PolicyState:
+    if start is None:
+        return PolicyState.initial(ids)
+    if isinstance(start, ChunkDone):
+        start = start.state
+    if isinstance(start, dict):
+        start = PolicyState.from_dict(start)
+    return start
+
+
+def _advance(policy, ids, times: np.ndarray, ground, state: PolicyState, as_of) -> PolicyState:
+    """State after ``times`` without deciding (:func:`advance_state`; no policy: bookkeeping)."""
+    if policy is None:
+        return PolicyState(state.terminal, times[-1])
+    return advance_state(policy, list(ids), times, ground, state, as_of=as_of)
+
+
+def run_chunk(scenario_path: str, document_json: str, digest: str, k: int, out_dir: str,
+              start: ChunkDone | dict | PolicyState | None = None) -> ChunkDone:
+    """Compute chunk ``k`` from the policy state at its start (``start``: the previous chunk's
+    :class:`ChunkDone`, a state, or None for chunk 0) and write it and its end state. Runs in
+    any process."""
     sc, con, ground, policy, faults = _worker_inputs(scenario_path, document_json, digest)
     times = sc.times()
-    a, b = chunk_bounds(times.size, sc.chunk_steps)[k]
-    positions = propagate(con, times[a:b])
+    bounds = chunk_bounds(times.size, sc.chunk_steps)
+    a, b = bounds[k]
+    ids = ground.terminals["terminal"].astype(str).to_numpy()
+    if start is None and k > 0:
+        raise ValueError(f"chunk {k}: the policy state at its start (chunk {k - 1}'s) is needed")
+    state = _start_state(start, ids)
+    window = times[a:b]
+    decisions = None
+    if policy is not None:
+        decisions, state = decide(policy, list(ids), window, ground, as_of=sc.as_of(),
+                                  state=state, return_state=True)
+    else:
+        state = _advance(None, ids, window, ground, state, None)
+    positions = propagate(con, window)
     sim = simulate_run(positions, ground, policy=policy, faults=faults,
                        config=sc.network_config(), as_of=sc.as_of(),
-                       window=(times[0], times[-1]))
+                       window=(times[0], times[-1]), decisions=decisions)
+    if policy is not None:
+        dur_s = _step_durations_s(times, float(sc.spec.time.step_s))[a:b]
+        state = state.add_usage(window, sim.result["throughput_mbps"].transpose(
+            "time", "terminal").to_numpy(), dur_s,
+            metered_terminals(policy, list(ids), as_of=sc.as_of()))
     table = _long_table(sim.result)
-    target = Path(out_dir) / CHUNK_DIR / f"chunk-{k:05d}.parquet"
-    tmp = target.with_suffix(".parquet.tmp")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, target)  # atomic: a killed run never leaves a half chunk behind
-    return k, _sha256(target)
+    chunks = Path(out_dir) / CHUNK_DIR
+    text = _state_text(state)
+    _write_atomic(chunks / STATE_FILE.format(k=k),
+                  lambda p: p.write_text(text, encoding="utf-8"))
+    _write_atomic(chunks / CHUNK_FILE.format(k=k), lambda p: table.to_parquet(p, index=False))
+    return ChunkDone(k, _sha256(chunks / CHUNK_FILE.format(k=k)),
+                     _sha256(chunks / STATE_FILE.format(k=k)), state.to_dict())
 
 
 def _long_table(result: xr.Dataset) -> pd.DataFrame:
@@ -133,6 +230,18 @@ def _write_progress(path: Path, progress: dict) -> None:
     os.replace(tmp, path)
 
 
+def _chunk_ok(chunks: Path, k: int, prog: dict) -> bool:
+    """Chunk ``k`` is done: its chunk and state files exist and match progress.json."""
+    want_c, want_s = prog.get("chunks", {}).get(str(k)), prog.get("states", {}).get(str(k))
+    fc, fs = chunks / CHUNK_FILE.format(k=k), chunks / STATE_FILE.format(k=k)
+    return bool(want_c and want_s and fc.exists() and fs.exists()
+                and _sha256(fc) == want_c and _sha256(fs) == want_s)
+
+
+def _read_state(chunks: Path, k: int) -> dict:
+    return json.loads((chunks / STATE_FILE.format(k=k)).read_text(encoding="utf-8"))
+
+
 def run(scenario, out_dir: str | Path, *, resume: bool = True, dask: str | None = None,
         report: bool | None = None, progress: Callable[[int, int], None] | None = None,
         max_chunks: int | None = None) -> Run:
@@ -140,54 +249,94 @@ def run(scenario, out_dir: str | Path, *, resume: bool = True, dask: str | None 
 
     Finished chunks recorded in ``chunks/progress.json`` for the same scenario hash are kept
     (``resume``); a different scenario in the same directory is refused. ``max_chunks`` stops
-    after that many new chunks (for tests and partial runs). At the end the run directory
-    (:func:`leotwin.analytics.runio.write_run` layout) and, if ``report``, the HTML report are
-    written.
+    after that many new chunks (for tests and partial runs). The policy state is carried from
+    chunk to chunk (module docstring). At the end the run directory
+    (:func:`leotwin.analytics.runio.write_run` layout, written chunk by chunk) and, if
+    ``report``, the HTML report are written.
     """
     sc = _load(scenario)
     out = Path(out_dir)
-    (out / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
+    chunks = out / CHUNK_DIR
+    chunks.mkdir(parents=True, exist_ok=True)
     digest = sc.scenario_hash()
-    prog_path = out / CHUNK_DIR / PROGRESS_FILE
+    prog_path = chunks / PROGRESS_FILE
     prog = _read_progress(prog_path) if resume else {}
     if prog and prog.get("scenario_hash") != digest:
         raise ValueError(f"{out}: holds a run of a different scenario (hash "
                          f"{prog.get('scenario_hash', '?')[:12]}…); use another --out directory")
     times = sc.times()
     bounds = chunk_bounds(times.size, sc.chunk_steps)
-    done = {int(k): h for k, h in prog.get("chunks", {}).items()
-            if (out / CHUNK_DIR / f"chunk-{int(k):05d}.parquet").exists()
-            and _sha256(out / CHUNK_DIR / f"chunk-{int(k):05d}.parquet") == h}
+    done = [k for k in range(len(bounds)) if _chunk_ok(chunks, k, prog)]
     prog = {"scenario_hash": digest, "scenario": str(sc.source_path), "n_chunks": len(bounds),
-            "chunk_steps": sc.chunk_steps, "chunks": {str(k): h for k, h in done.items()}}
+            "chunk_steps": sc.chunk_steps,
+            "chunks": {str(k): prog["chunks"][str(k)] for k in done},
+            "states": {str(k): prog["states"][str(k)] for k in done}}
     _write_progress(prog_path, prog)
-    todo = [k for k in range(len(bounds)) if k not in done]
+    done_set = set(done)
+    todo = [k for k in range(len(bounds)) if k not in done_set]
     if max_chunks is not None:
         todo = todo[:max_chunks]
     if progress:
         progress(len(done), len(bounds))
 
-    def record(k: int, sha: str) -> None:
-        prog["chunks"][str(k)] = sha
+    def record(c: ChunkDone) -> None:
+        prog["chunks"][str(c.k)] = c.chunk_sha256
+        prog["states"][str(c.k)] = c.state_sha256
         _write_progress(prog_path, prog)
         if progress:
             progress(len(prog["chunks"]), len(bounds))
 
     args = (str(sc.source_path), json.dumps(sc.document, sort_keys=True, default=str), digest)
     if dask:
-        _run_on_dask(dask, args, todo, str(out), record)
+        _run_on_dask(dask, sc, args, todo, done_set, str(out), record)
     else:
-        for k in todo:  # over time chunks: each streams to its own file
-            record(*run_chunk(*args, k, str(out)))
+        last: ChunkDone | None = None
+        for k in todo:  # over time chunks, in order: each starts from its predecessor's state
+            start = (None if k == 0 else last.state if last is not None and last.k == k - 1
+                     else _read_state(chunks, k - 1))
+            last = run_chunk(*args, k, str(out), start)
+            record(last)
     result = Run(out, sc, len(prog["chunks"]), len(bounds))
     if result.complete:
         _finish(result, sc, report if report is not None else sc.report)
     return result
 
 
-def _run_on_dask(address: str, args, todo: list[int], out_dir: str, record) -> None:
+def _state_pass(sc, todo: list[int], done: set[int], chunks: Path) -> dict[int, dict | None]:
+    """Start state of every chunk in ``todo`` without simulating (valid when no terminal is
+    metered: then the state depends on time and positions only)."""
+    ground, policy = sc.ground(), sc.policy()
+    ids = ground.terminals["terminal"].astype(str).to_numpy()
+    times = sc.times()
+    bounds = chunk_bounds(times.size, sc.chunk_steps)
+    starts: dict[int, dict | None] = {}
+    state = PolicyState.initial(ids)
+    want = set(todo)
+    for k in range(max(todo, default=-1)):   # over chunks: a cheap pass, no simulation
+        if k in done:
+            state = PolicyState.from_dict(_read_state(chunks, k))
+        else:
+            a, b = bounds[k]
+            state = _advance(policy, ids, times[a:b], ground, state, sc.as_of())
+        if k + 1 in want:
+            starts[k + 1] = state.to_dict()
+    if 0 in want:
+        starts[0] = None
+    return starts
+
+
+def _run_on_dask(address: str, sc, args, todo: list[int], done: set[int], out_dir: str,
+                 record) -> None:
     from dask.distributed import Client, LocalCluster, as_completed
 
+    if not todo:
+        return
+    ground, policy = sc.ground(), sc.policy()
+    ids = ground.terminals["terminal"].astype(str).to_numpy()
+    chained = policy is not None and bool(metered_terminals(policy, list(ids),
+                                                            as_of=sc.as_of()).any())
+    chunks = Path(out_dir) / CHUNK_DIR
+    starts = {} if chained else _state_pass(sc, todo, done, chunks)
     cluster = None
     if address == "local":
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -196,10 +345,23 @@ def _run_on_dask(address: str, args, todo: list[int], out_dir: str, record) -> N
     else:
         client = Client(address)
     try:
-        futures = [client.submit(run_chunk, *args, k, out_dir, pure=False) for k in todo]
+        futures, previous = [], {}
+        for k in todo:   # over chunks: submit (a chain when usage feeds the next chunk's quota)
+            if chained:
+                start = (None if k == 0 else previous[k - 1] if k - 1 in previous
+                         else _read_state(chunks, k - 1))
+            else:
+                start = starts[k]
+            fut = client.submit(run_chunk, *args, k, out_dir, start, pure=False)
+            previous[k] = fut
+            futures.append(fut)
         for fut in as_completed(futures):
-            k, sha = fut.result()
-            record(k, sha)
+            c = fut.result()
+            if not chained and c.k + 1 in starts and starts[c.k + 1] != c.state:
+                raise RuntimeError(f"chunk {c.k}: its end state differs from the state pass; "
+                                   "the chunks' policy state is not independent of the "
+                                   "simulation")
+            record(c)
     finally:
         client.close()
         if cluster is not None:
@@ -215,30 +377,26 @@ def write_assumptions(scenario, out_dir: Path) -> None:
 
 
 def _finish(result: Run, sc, report: bool) -> None:
-    """Assemble the chunks into the run directory tables (and the report)."""
-    from .analytics.runio import write_run
+    """Write the run directory tables from the chunk files, one chunk at a time (the timeline
+    is appended as row groups; intervals, usage and contract availability carry small state
+    from chunk to chunk — :class:`~leotwin.analytics.runio.RunWriter`), then the report."""
+    from .analytics.runio import RunWriter, _latest_policy
 
-    table = result.timeline()
     ground = sc.ground()
-    order = ground.terminals["terminal"].astype(str).to_numpy()
-    times = np.unique(table["time"].to_numpy())
-    frame = table.assign(terminal=table["terminal"].astype(str)).set_index(["time", "terminal"])
-    data = {}
-    for name in _CHUNK_COLUMNS[3:]:
-        col = frame[name]
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            col = col.astype(str)
-        data[name] = (("time", "terminal"), col.unstack("terminal").reindex(
-            index=times, columns=order).to_numpy())
-    accounts = ground.terminals.set_index(ground.terminals["terminal"].astype(str))["account"]
-    ds = xr.Dataset(data, coords={"time": times, "terminal": order,
-                                  "account": ("terminal", accounts.reindex(order).astype(str)
-                                              .to_numpy())})
-    ds["served"] = ds["served"].astype(bool)
-    sim = SimulationRun(None, ground, sc.policy(), sc.faults(), sc.network_config(),
-                        sc.as_of(), ds)
-    step = float(np.median(np.diff(times)).astype("int64") / 1e9) if times.size > 1 else None
-    write_run(sim, result.out_dir, step_s=step)
+    terms = ground.terminals
+    terminals = pd.DataFrame({"terminal": terms["terminal"].astype(str).to_numpy(),
+                              "account": terms["account"].astype(str).to_numpy(),
+                              "lat_deg": terms["lat_deg"].to_numpy(np.float64),
+                              "lon_deg": terms["lon_deg"].to_numpy(np.float64)})
+    policy = _latest_policy(sc.policy())
+    writer = RunWriter(result.out_dir, terminals,
+                       list(policy.contracts) if policy is not None else [])
+    times = sc.times()
+    dur_s = _step_durations_s(times, float(sc.spec.time.step_s))
+    for k, (_, b) in enumerate(chunk_bounds(times.size, sc.chunk_steps)):  # over chunks
+        table = pq.read_table(result.out_dir / CHUNK_DIR / CHUNK_FILE.format(k=k))
+        writer.add(table, float(dur_s[b - 1]))
+    writer.close()
     write_assumptions(sc, result.out_dir)
     if report:
         from .analytics.report import write_report

@@ -18,6 +18,15 @@ unserved steps **starts a new interval**: every interval has exactly one ``cause
 
 Everything is computed on the flattened (terminal, time) array with ``diff``-style comparisons and
 ``flatnonzero``; there is no Python loop over terminals or steps.
+
+Streaming
+---------
+:class:`IntervalAccumulator` computes the same table window by window (a run's chunks): each
+window's intervals come from :func:`outage_intervals`; an interval still open at the end of a
+window (it ends at the window's end) is held back and, when the next window starts right there
+with an interval of the same terminal, cause and rule, merged with it — so an outage spanning a
+seam comes out as one interval, exactly as over the whole timeline. Carried state: at most one
+open interval per terminal.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["INTERVAL_COLUMNS", "intervals_to_mask", "outage_intervals"]
+__all__ = ["INTERVAL_COLUMNS", "IntervalAccumulator", "intervals_to_mask", "outage_intervals"]
 
 #: Columns of the table returned by :func:`outage_intervals`, in order.
 INTERVAL_COLUMNS = ("terminal", "start", "end", "duration_s", "cause", "rule")
@@ -185,6 +194,77 @@ def outage_intervals(times: Any, terminals: Any, unserved: Any, *, cause: Any = 
         "cause": col("cause"),
         "rule": col("rule"),
     }, columns=list(INTERVAL_COLUMNS))
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise equality where missing values (None, NaN) are equal to each other."""
+    na_a, na_b = pd.isna(a), pd.isna(b)
+    with np.errstate(invalid="ignore"):
+        eq = np.asarray(a == b, dtype=bool) if a.size else np.zeros(0, bool)
+    return (eq & ~na_a & ~na_b) | (na_a & na_b)
+
+
+class IntervalAccumulator:
+    """:func:`outage_intervals` fed one window of steps at a time (module docstring,
+    "Streaming"); :meth:`table` gives the same table as one call over the whole timeline.
+
+    :meth:`add` takes the arguments of :func:`outage_intervals` for one window except the
+    terminals (fixed at construction) and ``step_s``, the duration of the window's last step
+    (the spacing to the next window's first step; for the last window, the run's last step).
+    """
+
+    def __init__(self, terminals: Any):
+        self.terminals = _ids(terminals, "terminals", unique=True)
+        self._done: list[pd.DataFrame] = []
+        self._open: pd.DataFrame | None = None      # intervals ending at the last window's end
+        self._end: np.datetime64 | None = None      # end instant of the last window
+
+    def add(self, times: Any, unserved: Any, *, cause: Any = None, rule: Any = None,
+            step_s: float) -> None:
+        t = _utc_times(times)
+        if t.size == 0:
+            return
+        iv = outage_intervals(t, self.terminals, unserved, cause=cause, rule=rule,
+                              step_s=step_s)
+        end = t[-1] + np.timedelta64(int(round(float(step_s) * 1e9)), "ns")
+        if self._open is not None and len(self._open):
+            old = self._open
+            if self._end == t[0]:
+                first = iv[iv["start"].to_numpy() == t[0]]
+                pair = old.reset_index().merge(first.reset_index(), on="terminal",
+                                               suffixes=("_old", "_new"))
+                same = (_same(pair["cause_old"].to_numpy(object),
+                              pair["cause_new"].to_numpy(object))
+                        & _same(pair["rule_old"].to_numpy(object),
+                                pair["rule_new"].to_numpy(object)))
+                pair = pair[same]
+                idx_new = pair["index_new"].to_numpy()
+                start = pd.Series(pair["start_old"].to_numpy(), index=idx_new)
+                iv.loc[idx_new, "start"] = start
+                iv.loc[idx_new, "duration_s"] = ((iv.loc[idx_new, "end"].to_numpy()
+                                                  - start.to_numpy()).astype("int64") / 1e9)
+                old = old.drop(index=pair["index_old"].to_numpy())
+            self._done.append(old)
+        still = iv["end"].to_numpy() == end
+        self._done.append(iv[~still])
+        self._open = iv[still]
+        self._end = end
+
+    def table(self) -> pd.DataFrame:
+        """The intervals so far (open ones included), sorted as :func:`outage_intervals`."""
+        parts = [p for p in [*self._done, self._open] if p is not None and len(p)]
+        if not parts:
+            return outage_intervals(np.zeros(0, "datetime64[ns]"), self.terminals,
+                                    np.zeros((0, self.terminals.size), bool),
+                                    cause=None, rule=None)
+        out = pd.concat(parts, ignore_index=True)
+        rank = pd.Index(np.sort(self.terminals, kind="stable")).get_indexer(
+            out["terminal"].to_numpy())
+        order = np.lexsort((out["start"].to_numpy(), rank))
+        # rebuilt from plain arrays as outage_intervals builds it (same dtype inference)
+        return pd.DataFrame({c: out[c].to_numpy(dtype=object if c in ("terminal", "cause",
+                                                                       "rule") else None)[order]
+                             for c in INTERVAL_COLUMNS}, columns=list(INTERVAL_COLUMNS))
 
 
 def intervals_to_mask(intervals: pd.DataFrame, times: Any, terminals: Any) -> np.ndarray:

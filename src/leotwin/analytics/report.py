@@ -27,6 +27,13 @@ Sections (each an ``<h2>`` with a stable ``id``):
 
 Terminal-hours weight every (step, terminal) by the step's duration (the spacing to the next
 step; the manifest's ``step_s`` for the last), as everywhere in :mod:`leotwin.analytics`.
+
+Memory: :func:`write_report` never loads the whole timeline. It reads the ``time`` column one
+row group at a time to get the step durations, then the columns it needs one row group at a
+time and folds each into small aggregates (counts per step and state, hours and steps per
+rule, cause and dish state, the distinct (rule, terminal), (cause, dish state) pairs) —
+:class:`_TimelineAggregates`, which :func:`report_tables` also uses over an in-memory timeline
+(the same numbers up to floating-point summation order).
 """
 
 from __future__ import annotations
@@ -51,10 +58,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .runio import read_manifest, read_run, run_step_hours
+from .intervals import _step_durations_s
+from .runio import iter_timeline, read_manifest, read_run, run_step_hours, timeline_rows
 from .simulate import PRIMARY_ORDER
 
-__all__ = ["REPORT_SECTIONS", "report_tables", "write_report"]
+__all__ = ["REPORT_SECTIONS", "report_tables", "report_tables_streamed", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -96,42 +104,111 @@ def _joined(pairs: pd.DataFrame, key: str, value: str) -> pd.Series:
     return distinct.groupby(key)[value].agg(lambda s: ", ".join(sorted(s)))
 
 
-def report_tables(tables: dict[str, pd.DataFrame], manifest: dict[str, Any]
-                  ) -> dict[str, pd.DataFrame]:
-    """The report's tables from a run's tables (as from :func:`~leotwin.analytics.runio.
-    read_run`) and its manifest:
+_AGG_COLUMNS = ("time", "terminal", "served", "cause", "rule", "dish_state")
 
-    * ``availability`` — per step ``time``, ``served_pct``, ``degraded_pct`` and
-      ``<cause>_pct`` for every primary cause plus ``unattributed_pct``: shares of the terminals
-      (they sum to 100);
-    * ``terminals`` — ``terminal, account, lat_deg, lon_deg, outage_hours, intervals,
-      dominant_cause`` ("" without outage);
-    * ``rules`` — ``rule, terminal_hours_denied, terminals, steps``, most hours first;
-    * ``contracts`` — the run's contract availability table;
-    * ``usage`` — ``account, day, gb``;
-    * ``causes`` — ``cause, dish_state, steps, unserved_terminal_hours,
-      degraded_terminal_hours, terminal_hours``, in the primary order;
-    * ``dish_states`` — ``dish_state, steps, terminal_hours, share_pct, causes``.
-    """
-    tl = tables["timeline"]
-    step_s = float(manifest["step_s"])
-    hours = run_step_hours(tl, step_s)
-    served = tl["served"].to_numpy(bool)
-    cause = tl["cause"].fillna("").astype(str).to_numpy()
-    rule = tl["rule"].fillna("").astype(str).to_numpy()
-    order = list(manifest.get("primary_order") or PRIMARY_ORDER)
 
-    # availability: one category per (time, terminal) row
-    category = np.where(served, np.where(cause == "", "served", "degraded"),
-                        np.where(cause == "", "unattributed", cause))
-    cats = ["served", "degraded", *order, "unattributed"]
-    share = (pd.crosstab(tl["time"].to_numpy(), category, normalize="index") * 100.0)
-    share = share.reindex(columns=cats, fill_value=0.0)
-    availability = pd.DataFrame({"time": share.index.to_numpy(dtype="datetime64[ns]")})
-    for c in cats:
-        availability[f"{c}_pct"] = share[c].to_numpy(np.float64)
+class _TimelineAggregates:
+    """The timeline-dependent report tables, folded over pieces of the timeline."""
 
-    # terminals: outage hours and dominant cause from the intervals
+    def __init__(self, order: list[str]):
+        self.order = order
+        self.cats = ["served", "degraded", *order, "unattributed"]
+        self._counts: list[pd.DataFrame] = []       # per piece: steps × category counts
+        self._rules: list[pd.DataFrame] = []
+        self._rule_terms = pd.DataFrame({"rule": [], "terminal": []}, dtype=object)
+        self._causes: list[pd.DataFrame] = []
+        self._cause_dish = pd.DataFrame({"cause": [], "dish_state": []}, dtype=object)
+        self._dish: list[pd.DataFrame] = []
+
+    def add(self, tl: pd.DataFrame, hours: np.ndarray) -> None:
+        served = tl["served"].to_numpy(bool)
+        cause = tl["cause"].fillna("").astype(str).to_numpy()
+        rule = tl["rule"].fillna("").astype(str).to_numpy()
+        dish_state = tl["dish_state"].astype(str).to_numpy()
+        # availability: one category per (time, terminal) row, counted per step
+        category = np.where(served, np.where(cause == "", "served", "degraded"),
+                            np.where(cause == "", "unattributed", cause))
+        self._counts.append(pd.crosstab(tl["time"].to_numpy(), category))
+        # rules: terminal-hours denied
+        denied = ~served & (cause == "policy") & (rule != "")
+        d = pd.DataFrame({"rule": rule[denied], "terminal": tl["terminal"].to_numpy()[denied],
+                          "hours": hours[denied]})
+        self._rules.append(d.groupby("rule", as_index=False)
+                           .agg(hours=("hours", "sum"), steps=("hours", "size")))
+        self._rule_terms = pd.concat([self._rule_terms, d[["rule", "terminal"]].astype(object)]
+                                     ).drop_duplicates()
+        # causes and dish states
+        has = cause != ""
+        c = pd.DataFrame({"cause": cause[has], "dish_state": dish_state[has],
+                          "unserved": np.where(served[has], 0.0, hours[has]),
+                          "degraded": np.where(served[has], hours[has], 0.0),
+                          "hours": hours[has]})
+        self._cause_dish = pd.concat([self._cause_dish, c[["cause", "dish_state"]]
+                                      .astype(object)]).drop_duplicates()
+        self._causes.append(c.groupby("cause", as_index=False)
+                            .agg(steps=("hours", "size"), unserved=("unserved", "sum"),
+                                 degraded=("degraded", "sum"), hours=("hours", "sum")))
+        ds = pd.DataFrame({"dish_state": dish_state, "hours": hours})
+        self._dish.append(ds.groupby("dish_state", as_index=False)
+                          .agg(steps=("hours", "size"), hours=("hours", "sum")))
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        counts = pd.concat(self._counts).groupby(level=0).sum() if self._counts else \
+            pd.DataFrame()
+        share = counts.div(counts.sum(axis=1), axis=0) * 100.0
+        share = share.reindex(columns=self.cats, fill_value=0.0)
+        availability = pd.DataFrame({"time": share.index.to_numpy(dtype="datetime64[ns]")})
+        for c in self.cats:
+            availability[f"{c}_pct"] = share[c].to_numpy(np.float64)
+
+        per_rule = pd.concat(self._rules).groupby("rule", as_index=False)[["hours", "steps"]
+                                                                          ].sum()
+        n_terms = self._rule_terms.groupby("rule")["terminal"].nunique()
+        rules = pd.DataFrame({
+            "rule": per_rule["rule"].to_numpy(object),
+            "terminal_hours_denied": per_rule["hours"].to_numpy(np.float64),
+            "terminals": n_terms.reindex(per_rule["rule"].to_numpy(object)).to_numpy(np.int64),
+            "steps": per_rule["steps"].to_numpy(np.int64)})
+        rules = rules.sort_values(["terminal_hours_denied", "rule"], ascending=[False, True],
+                                  ignore_index=True)
+        rules = rules.astype({"rule": object, "terminal_hours_denied": np.float64,
+                              "terminals": np.int64, "steps": np.int64})
+
+        by_cause = pd.concat(self._causes).groupby("cause", as_index=False)[
+            ["steps", "unserved", "degraded", "hours"]].sum()
+        causes = pd.DataFrame({"cause": by_cause["cause"].to_numpy(object),
+                               "steps": by_cause["steps"].to_numpy(np.int64),
+                               "unserved_terminal_hours": by_cause["unserved"].to_numpy(float),
+                               "degraded_terminal_hours": by_cause["degraded"].to_numpy(float),
+                               "terminal_hours": by_cause["hours"].to_numpy(float)})
+        shown = _joined(self._cause_dish, "cause", "dish_state")
+        causes.insert(1, "dish_state", shown.reindex(causes["cause"].to_numpy(object),
+                                                     fill_value="").to_numpy(object))
+        rank = {name: k for k, name in enumerate(self.order)}
+        causes = (causes.assign(_r=causes["cause"].map(rank).fillna(len(rank)))
+                  .sort_values(["_r", "cause"]).drop(columns="_r").reset_index(drop=True))
+        causes = causes.astype({"cause": object, "dish_state": object, "steps": np.int64})
+
+        by_dish = pd.concat(self._dish).groupby("dish_state", as_index=False)[
+            ["steps", "hours"]].sum()
+        dish = pd.DataFrame({"dish_state": by_dish["dish_state"].to_numpy(object),
+                             "steps": by_dish["steps"].to_numpy(np.int64),
+                             "terminal_hours": by_dish["hours"].to_numpy(np.float64)})
+        stood_for = _joined(self._cause_dish[["dish_state", "cause"]], "dish_state", "cause")
+        dish["causes"] = stood_for.reindex(dish["dish_state"].to_numpy(object),
+                                           fill_value="none").to_numpy(object)
+        total_h = float(dish["terminal_hours"].sum())
+        dish["share_pct"] = 100.0 * dish["terminal_hours"] / total_h if total_h > 0 else np.nan
+        dish = (dish[["dish_state", "steps", "terminal_hours", "share_pct", "causes"]]
+                .sort_values(["terminal_hours", "dish_state"], ascending=[False, True],
+                             ignore_index=True)
+                .astype({"dish_state": object, "causes": object, "steps": np.int64}))
+        return {"availability": availability, "rules": rules, "causes": causes,
+                "dish_states": dish}
+
+
+def _terminal_table(tables: dict[str, pd.DataFrame], order: list[str]) -> pd.DataFrame:
+    """Terminals with outage hours and dominant cause from the intervals."""
     iv = tables["intervals"]
     terms = tables["terminals"].copy()
     if len(iv):
@@ -152,51 +229,62 @@ def report_tables(tables: dict[str, pd.DataFrame], manifest: dict[str, Any]
     terms["intervals"] = count.reindex(key, fill_value=0).to_numpy(np.int64)
     terms["dominant_cause"] = dominant.astype(object).reindex(key, fill_value="").to_numpy(
         object)
+    return terms
 
-    # rules: terminal-hours denied
-    denied = ~served & (cause == "policy") & (rule != "")
-    d = pd.DataFrame({"rule": rule[denied], "terminal": tl["terminal"].to_numpy()[denied],
-                      "hours": hours[denied]})
-    rules = (d.groupby("rule", as_index=False)
-             .agg(terminal_hours_denied=("hours", "sum"), terminals=("terminal", "nunique"),
-                  steps=("hours", "size"))
-             .sort_values(["terminal_hours_denied", "rule"], ascending=[False, True],
-                          ignore_index=True))
-    rules = rules.astype({"rule": object, "terminal_hours_denied": np.float64,
-                          "terminals": np.int64, "steps": np.int64})
 
-    # causes and dish states
-    has = cause != ""
-    c = pd.DataFrame({"cause": cause[has], "dish_state": tl["dish_state"].astype(str)
-                      .to_numpy()[has], "unserved": np.where(served[has], 0.0, hours[has]),
-                      "degraded": np.where(served[has], hours[has], 0.0), "hours": hours[has]})
-    shown = _joined(c[["cause", "dish_state"]], "cause", "dish_state")
-    causes = (c.groupby("cause", as_index=False)
-              .agg(steps=("hours", "size"), unserved_terminal_hours=("unserved", "sum"),
-                   degraded_terminal_hours=("degraded", "sum"), terminal_hours=("hours", "sum")))
-    causes.insert(1, "dish_state", shown.reindex(causes["cause"].to_numpy(object),
-                                                 fill_value="").to_numpy(object))
-    rank = {name: k for k, name in enumerate(order)}
-    causes = (causes.assign(_r=causes["cause"].map(rank).fillna(len(rank)))
-              .sort_values(["_r", "cause"]).drop(columns="_r").reset_index(drop=True))
-    causes = causes.astype({"cause": object, "dish_state": object, "steps": np.int64})
-    ds = pd.DataFrame({"dish_state": tl["dish_state"].astype(str).to_numpy(), "hours": hours,
-                       "cause": np.where(has, cause, "")})
-    dish = (ds.groupby("dish_state", as_index=False)
-            .agg(steps=("hours", "size"), terminal_hours=("hours", "sum")))
-    stood_for = _joined(ds.loc[ds["cause"] != "", ["dish_state", "cause"]], "dish_state",
-                        "cause")
-    dish["causes"] = stood_for.reindex(dish["dish_state"].to_numpy(object),
-                                       fill_value="none").to_numpy(object)
-    total_h = float(hours.sum())
-    dish["share_pct"] = 100.0 * dish["terminal_hours"] / total_h if total_h > 0 else np.nan
-    dish = (dish[["dish_state", "steps", "terminal_hours", "share_pct", "causes"]]
-            .sort_values(["terminal_hours", "dish_state"], ascending=[False, True],
-                         ignore_index=True)
-            .astype({"dish_state": object, "causes": object, "steps": np.int64}))
-    return {"availability": availability, "terminals": terms, "rules": rules,
-            "contracts": tables["contracts"], "usage": tables["usage"], "causes": causes,
-            "dish_states": dish}
+def _assemble(tables: dict[str, pd.DataFrame], agg: _TimelineAggregates
+              ) -> dict[str, pd.DataFrame]:
+    t = agg.tables()
+    return {"availability": t["availability"], "terminals": _terminal_table(tables, agg.order),
+            "rules": t["rules"], "contracts": tables["contracts"], "usage": tables["usage"],
+            "causes": t["causes"], "dish_states": t["dish_states"]}
+
+
+def report_tables(tables: dict[str, pd.DataFrame], manifest: dict[str, Any]
+                  ) -> dict[str, pd.DataFrame]:
+    """The report's tables from a run's tables (as from :func:`~leotwin.analytics.runio.
+    read_run`) and its manifest:
+
+    * ``availability`` — per step ``time``, ``served_pct``, ``degraded_pct`` and
+      ``<cause>_pct`` for every primary cause plus ``unattributed_pct``: shares of the terminals
+      (they sum to 100);
+    * ``terminals`` — ``terminal, account, lat_deg, lon_deg, outage_hours, intervals,
+      dominant_cause`` ("" without outage);
+    * ``rules`` — ``rule, terminal_hours_denied, terminals, steps``, most hours first;
+    * ``contracts`` — the run's contract availability table;
+    * ``usage`` — ``account, day, gb``;
+    * ``causes`` — ``cause, dish_state, steps, unserved_terminal_hours,
+      degraded_terminal_hours, terminal_hours``, in the primary order;
+    * ``dish_states`` — ``dish_state, steps, terminal_hours, share_pct, causes``.
+
+    :func:`report_tables_streamed` computes the same from a run directory without loading its
+    timeline.
+    """
+    tl = tables["timeline"]
+    agg = _TimelineAggregates(list(manifest.get("primary_order") or PRIMARY_ORDER))
+    agg.add(tl, run_step_hours(tl, float(manifest["step_s"])))
+    return _assemble(tables, agg)
+
+
+def report_tables_streamed(run_dir: str | Path, manifest: dict[str, Any] | None = None
+                           ) -> dict[str, pd.DataFrame]:
+    """:func:`report_tables` of the run directory ``run_dir``, reading its timeline one row
+    group at a time (memory: one row group plus per-step counts, not the timeline)."""
+    root = Path(run_dir)
+    manifest = read_manifest(root) if manifest is None else manifest
+    tables = read_run(root, timeline=False)
+    if not timeline_rows(root):
+        raise ValueError(f"{root}: the run's timeline is empty; nothing to report")
+    # step durations: the distinct step times, read one row group at a time
+    times = np.unique(np.concatenate(
+        [np.unique(p["time"].to_numpy(dtype="datetime64[ns]"))
+         for p in iter_timeline(root, ["time"])] or [np.zeros(0, "datetime64[ns]")]))
+    dur_h = _step_durations_s(times, float(manifest["step_s"])) / 3600.0
+    agg = _TimelineAggregates(list(manifest.get("primary_order") or PRIMARY_ORDER))
+    for piece in iter_timeline(root, _AGG_COLUMNS):      # over row groups (chunks)
+        t = piece["time"].to_numpy(dtype="datetime64[ns]")
+        agg.add(piece, dur_h[np.searchsorted(times, t)])
+    return _assemble(tables, agg)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -485,13 +573,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """
     root = Path(run_dir)
     manifest = read_manifest(root)
-    tables = read_run(root)
-    if not len(tables["timeline"]):
-        raise ValueError(f"{root}: the run's timeline is empty; nothing to report")
+    rt = report_tables_streamed(root, manifest)      # validates the directory first
     path = root / REPORT_NAME if out is None else Path(out)
     if path.is_dir():
         path = path / REPORT_NAME
-    rt = report_tables(tables, manifest)
     step_s = float(manifest["step_s"])
     figs = {
         "availability": (_availability_figure(rt["availability"], step_s),

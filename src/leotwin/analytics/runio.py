@@ -4,6 +4,15 @@
 directory; :func:`read_run` and :func:`read_manifest` read one back. This module is an I/O edge:
 every path comes from the caller (never the working directory), and nothing is printed.
 
+Streaming: :class:`RunWriter` writes the same directory from a timeline given one window (a
+run's chunk) at a time — ``timeline.parquet`` grows by one or more Parquet row groups per window
+(``pyarrow.parquet.ParquetWriter``) while intervals, usage and contract availability are
+accumulated with small carried state (:class:`~leotwin.analytics.intervals.IntervalAccumulator`,
+:class:`~leotwin.analytics.sla.UsageAccumulator`,
+:class:`~leotwin.analytics.sla.ContractAccumulator`), so memory is bounded by one window, not the
+run. :func:`write_run` is one window through it. :func:`iter_timeline` reads the timeline back
+one row group at a time.
+
 Layout of a run directory (format version :data:`RUN_FORMAT_VERSION`):
 
 ``timeline.parquet``
@@ -30,20 +39,24 @@ from __future__ import annotations
 import errno
 import json
 import logging
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..policy.models import PolicyHistory
-from .intervals import _step_durations_s, _utc_times, outage_intervals
+from .intervals import IntervalAccumulator, _step_durations_s, _utc_times
 from .simulate import PRIMARY_ORDER, SimulationRun
-from .sla import CONTRACT_COLUMNS, contract_availability, usage_by_account_day
+from .sla import ContractAccumulator, UsageAccumulator
 
-__all__ = ["RUN_FILES", "RUN_FORMAT_VERSION", "TIMELINE_COLUMNS", "read_manifest", "read_run",
-           "run_step_hours", "write_run"]
+__all__ = ["RUN_FILES", "RUN_FORMAT_VERSION", "TIMELINE_COLUMNS", "TIMELINE_SCHEMA", "RunWriter",
+           "iter_timeline", "read_manifest", "read_run", "run_step_hours", "timeline_rows",
+           "write_run"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +69,13 @@ RUN_FILES = {"timeline": "timeline.parquet", "terminals": "terminals.parquet",
              "usage": "usage.parquet"}
 TIMELINE_COLUMNS = ("time", "terminal", "account", "served", "throughput_mbps", "rtt_ms", "sat",
                     "gateway", "cause", "cause_bits", "rule", "dish_state")
+#: Arrow schema of ``timeline.parquet``.
+TIMELINE_SCHEMA = pa.schema([
+    ("time", pa.timestamp("ns")), ("terminal", pa.large_string()),
+    ("account", pa.large_string()), ("served", pa.bool_()), ("throughput_mbps", pa.float64()),
+    ("rtt_ms", pa.float64()), ("sat", pa.int64()), ("gateway", pa.large_string()),
+    ("cause", pa.large_string()), ("cause_bits", pa.uint8()), ("rule", pa.large_string()),
+    ("dish_state", pa.large_string())])
 _VARS = ("served", "throughput_mbps", "rtt_ms", "sat", "gateway", "cause", "cause_bits", "rule",
          "dish_state")
 
@@ -91,6 +111,136 @@ def _latest_policy(policy):
     return policy
 
 
+def _empty_contracts() -> pd.DataFrame:
+    from .sla import CONTRACT_COLUMNS
+
+    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in zip(
+        CONTRACT_COLUMNS, (object, object, float, float, float, bool, float, float),
+        strict=True)})
+
+
+class RunWriter:
+    """Write a run directory from its timeline, one window of whole time steps at a time.
+
+    ``terminals``: DataFrame ``terminal, account, lat_deg, lon_deg`` in the timeline's terminal
+    order (every window holds, for each of its steps, one row per terminal in this order);
+    ``contracts``: the policy's contracts. Call :meth:`add` for consecutive windows, then
+    :meth:`close`; until then the directory holds a partial ``timeline.parquet`` (written to a
+    temporary name, renamed on close) and no manifest. Layout: module docstring.
+    """
+
+    def __init__(self, out_dir: str | Path, terminals: pd.DataFrame,
+                 contracts: Sequence = ()):
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out}: exists and is not a directory; a run is written to a "
+                             "directory")
+        out.mkdir(parents=True, exist_ok=True)
+        self.out = out
+        self.terminals = pd.DataFrame({
+            "terminal": terminals["terminal"].to_numpy().astype(str).astype(object),
+            "account": terminals["account"].to_numpy().astype(str).astype(object),
+            "lat_deg": terminals["lat_deg"].to_numpy(np.float64),
+            "lon_deg": terminals["lon_deg"].to_numpy(np.float64)})
+        ids = self.terminals["terminal"].to_numpy().astype(str)
+        accounts = self.terminals["account"].to_numpy().astype(str)
+        self._ids = ids
+        self._intervals = IntervalAccumulator(ids.astype(object))
+        self._usage = UsageAccumulator(ids, accounts)
+        self.contracts = list(contracts)
+        self._contracts = ContractAccumulator(self.terminals["lat_deg"].to_numpy(),
+                                              self.terminals["lon_deg"].to_numpy(), accounts,
+                                              self.contracts) if self.contracts else None
+        self._tmp = out / (RUN_FILES["timeline"] + ".tmp")
+        self._writer = pq.ParquetWriter(self._tmp, TIMELINE_SCHEMA)
+        self._first: np.datetime64 | None = None
+        self._last: np.datetime64 | None = None
+        self._steps = 0
+        self._step_s: float | None = None
+
+    def add(self, window: pa.Table | pd.DataFrame, step_s: float) -> None:
+        """Append one window: a table with :data:`TIMELINE_COLUMNS` (Arrow or pandas;
+        dictionary/categorical string columns are accepted), ``n_steps × n_terminals`` rows in
+        time then terminal order. ``step_s`` is the duration of its last step (the spacing to
+        the next window's first step)."""
+        if isinstance(window, pd.DataFrame):
+            window = pa.Table.from_pandas(window, preserve_index=False)
+        table = window.select(list(TIMELINE_COLUMNS)).cast(TIMELINE_SCHEMA)
+        n_term = self._ids.size
+        if table.num_rows == 0:
+            return
+        if n_term == 0 or table.num_rows % n_term:
+            raise ValueError(f"window: {table.num_rows} rows is not whole steps of {n_term} "
+                             "terminals")
+        n_t = table.num_rows // n_term
+        t_all = table.column("time").to_numpy().astype("datetime64[ns]").reshape(n_t, n_term)
+        times = t_all[:, 0]
+        term = np.asarray(table.column("terminal").to_numpy(zero_copy_only=False)).reshape(
+            n_t, n_term)
+        if (t_all != times[:, None]).any() or (term != self._ids[None, :]).any():
+            raise ValueError("window: rows must be in time order, then in the terminal order "
+                             "of the run's terminals table")
+        if self._last is not None and times[0] <= self._last:
+            raise ValueError(f"window starts at {times[0]}, not after the previous window's "
+                             f"last step {self._last}")
+        dur_s = _step_durations_s(times, step_s)
+
+        def grid(name: str) -> np.ndarray:
+            col = table.column(name)
+            values = col.to_numpy(zero_copy_only=False)
+            return np.asarray(values).reshape(n_t, n_term)
+
+        served = grid("served").astype(bool)
+        self._intervals.add(times, ~served, cause=grid("cause").astype(object),
+                            rule=grid("rule").astype(object), step_s=float(dur_s[-1]))
+        self._usage.add(times, grid("throughput_mbps").astype(np.float64), dur_s)
+        if self._contracts is not None:
+            self._contracts.add(times, served, dur_s)
+        self._writer.write_table(table)
+        if self._first is None:
+            self._first = times[0]
+        self._last = times[-1]
+        self._steps += n_t
+        self._step_s = float(dur_s[-1])
+
+    def close(self) -> Path:
+        """Finish the timeline and write the other tables and the manifest; returns the
+        directory."""
+        self._writer.close()
+        if self._steps == 0:
+            self._tmp.unlink(missing_ok=True)
+            raise ValueError("run: the result has no time steps; nothing to write")
+        self._tmp.replace(self.out / RUN_FILES["timeline"])
+        intervals = self._intervals.table()
+        tables = {"terminals": self.terminals, "intervals": intervals,
+                  "contracts": (self._contracts.table() if self._contracts is not None
+                                else _empty_contracts()),
+                  "usage": self._usage.table()}
+        for name, frame in tables.items():
+            frame.to_parquet(self.out / RUN_FILES[name], index=False)
+        end = self._last + np.timedelta64(int(round(self._step_s * 1e9)), "ns")
+        manifest = {
+            "format": "leotwin-run",
+            "format_version": RUN_FORMAT_VERSION,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00",
+                                                                                   "Z"),
+            "leotwin_version": _leotwin_version(),
+            "time_start": f"{np.datetime_as_string(self._first, 's')}Z",
+            "time_end": f"{np.datetime_as_string(end, 's')}Z",
+            "step_s": self._step_s,
+            "counts": {"steps": int(self._steps), "terminals": int(self._ids.size),
+                       "accounts": int(pd.unique(self.terminals["account"]).size),
+                       "intervals": int(len(intervals)), "contracts": len(self.contracts)},
+            "primary_order": list(PRIMARY_ORDER),
+            "files": {**RUN_FILES},
+        }
+        (self.out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n",
+                                         encoding="utf-8")
+        log.info("wrote run %s (%d steps × %d terminals)", self.out, self._steps,
+                 self._ids.size)
+        return self.out
+
+
 def write_run(run: SimulationRun, out_dir: str | Path, *, step_s: float | None = None) -> Path:
     """Write ``run`` as a run directory ``out_dir`` (created if needed; existing run files are
     overwritten) and return its path. Layout: module docstring.
@@ -105,62 +255,18 @@ def write_run(run: SimulationRun, out_dir: str | Path, *, step_s: float | None =
     times = _utc_times(result["time"].to_numpy())
     if times.size == 0:
         raise ValueError("run: the result has no time steps; nothing to write")
-    durations_s = _step_durations_s(times, step_s)
-    step = float(durations_s[-1])
+    step = float(_step_durations_s(times, step_s)[-1])
     terms = result["terminal"].to_numpy().astype(str)
-    accounts = result["account"].to_numpy().astype(str)
-    served = result["served"].transpose("time", "terminal").to_numpy().astype(bool)
-    throughput = result["throughput_mbps"].transpose("time", "terminal").to_numpy()
-
     ground_terms = run.ground.terminals.set_index(
         run.ground.terminals["terminal"].astype(str))
     terminals = pd.DataFrame({
-        "terminal": terms.astype(object), "account": accounts.astype(object),
+        "terminal": terms, "account": result["account"].to_numpy().astype(str),
         "lat_deg": ground_terms["lat_deg"].reindex(terms).to_numpy(np.float64),
         "lon_deg": ground_terms["lon_deg"].reindex(terms).to_numpy(np.float64)})
-    intervals = _outage_table(result, step)
     policy = _latest_policy(run.policy)
-    contracts = list(policy.contracts) if policy is not None else []
-    if contracts:
-        contract_table = contract_availability(times, terminals["lat_deg"].to_numpy(),
-                                               terminals["lon_deg"].to_numpy(), accounts, served,
-                                               contracts, step_s=step)
-    else:
-        contract_table = pd.DataFrame({c: pd.Series([], dtype=t) for c, t in zip(
-            CONTRACT_COLUMNS, (object, object, float, float, float, bool, float, float),
-            strict=True)})
-    usage = usage_by_account_day(times, terms, accounts, throughput, step_s=step)
-    tables = {"timeline": _timeline(result), "terminals": terminals, "intervals": intervals,
-              "contracts": contract_table, "usage": usage}
-
-    out.mkdir(parents=True, exist_ok=True)
-    for name, frame in tables.items():
-        frame.to_parquet(out / RUN_FILES[name], index=False)
-    end = times[-1] + np.timedelta64(int(round(step * 1e9)), "ns")
-    manifest = {
-        "format": "leotwin-run",
-        "format_version": RUN_FORMAT_VERSION,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "leotwin_version": _leotwin_version(),
-        "time_start": f"{np.datetime_as_string(times[0], 's')}Z",
-        "time_end": f"{np.datetime_as_string(end, 's')}Z",
-        "step_s": step,
-        "counts": {"steps": int(times.size), "terminals": int(terms.size),
-                   "accounts": int(pd.unique(accounts).size), "intervals": int(len(intervals)),
-                   "contracts": len(contracts)},
-        "primary_order": list(PRIMARY_ORDER),
-        "files": {**RUN_FILES},
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    log.info("wrote run %s (%d steps × %d terminals)", out, times.size, terms.size)
-    return out
-
-
-def _outage_table(result, step: float) -> pd.DataFrame:
-    """:func:`~leotwin.analytics.simulate.outage_table` with the run's last-step duration."""
-    return outage_intervals(result["time"].to_numpy(), result["terminal"].to_numpy(),
-                            ~result["served"].to_numpy(), cause=result["cause"].to_numpy(),
-                            rule=result["rule"].to_numpy(), step_s=step)
+    writer = RunWriter(out, terminals, list(policy.contracts) if policy is not None else [])
+    writer.add(_timeline(result), step)
+    return writer.close()
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
@@ -190,11 +296,14 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def read_run(run_dir: str | Path) -> dict[str, pd.DataFrame]:
+def read_run(run_dir: str | Path, *, timeline: bool = True) -> dict[str, pd.DataFrame]:
     """The tables of the run directory ``run_dir`` by name (``timeline``, ``terminals``,
     ``intervals``, ``contracts``, ``usage``); the manifest comes from :func:`read_manifest`,
     which this calls first to validate the directory. A missing table raises
-    FileNotFoundError naming the file; an unreadable one ValueError naming the file."""
+    FileNotFoundError naming the file; an unreadable one ValueError naming the file.
+
+    ``timeline=False`` leaves the (large) timeline out — its columns are still checked from the
+    file's schema; read it with :func:`iter_timeline`."""
     read_manifest(run_dir)
     root = Path(run_dir)
     tables = {}
@@ -203,13 +312,36 @@ def read_run(run_dir: str | Path) -> dict[str, pd.DataFrame]:
         if not path.is_file():
             raise FileNotFoundError(errno.ENOENT, f"run table {name!r} missing", str(path))
         try:
-            tables[name] = pd.read_parquet(path)
-        except (OSError, ValueError) as exc:
+            if name == "timeline" and not timeline:
+                columns = pq.read_schema(path).names
+            else:
+                tables[name] = pd.read_parquet(path)
+                columns = tables[name].columns
+        except (OSError, ValueError, pa.ArrowException) as exc:
             raise ValueError(f"{path}: cannot read run table {name!r} ({exc})") from None
-    missing = [c for c in TIMELINE_COLUMNS if c not in tables["timeline"].columns]
-    if missing:
-        raise ValueError(f"{root / RUN_FILES['timeline']}: lacks columns {missing}")
+        if name == "timeline":
+            missing = [c for c in TIMELINE_COLUMNS if c not in columns]
+            if missing:
+                raise ValueError(f"{path}: lacks columns {missing}")
     return tables
+
+
+def iter_timeline(run_dir: str | Path, columns: Sequence[str] | None = None
+                  ) -> Iterator[pd.DataFrame]:
+    """The run's timeline one Parquet row group at a time (``columns``: a subset), in file
+    order — memory bounded by a row group (a run's chunk), not the run."""
+    path = Path(run_dir) / RUN_FILES["timeline"]
+    try:
+        f = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"{path}: cannot read run table 'timeline' ({exc})") from None
+    for i in range(f.num_row_groups):   # over row groups (chunks), not rows
+        yield f.read_row_group(i, columns=list(columns) if columns else None).to_pandas()
+
+
+def timeline_rows(run_dir: str | Path) -> int:
+    """Number of rows of the run's timeline, from the Parquet footer."""
+    return int(pq.ParquetFile(Path(run_dir) / RUN_FILES["timeline"]).metadata.num_rows)
 
 
 def run_step_hours(timeline: pd.DataFrame, step_s: float) -> np.ndarray:

@@ -24,19 +24,33 @@ and every rule id has a human reason, an author and the change reason of the pol
 Vectorized: memberships are computed once per distinct position (fixed terminals: once per
 terminal) with :class:`~leotwin.policy.geofence.ZoneIndex`; rules are applied as boolean masks
 over (time, terminal) blocks, looping only over rules.
+
+State across windows (:class:`PolicyState`): two rules depend on what happened before the
+decided window — ``roaming`` (distinct UTC calendar days outside the account's country so far
+this calendar year) and ``quota`` (priority data used so far this UTC calendar month). ``decide(...,
+state=S, return_state=True)`` starts from ``S`` (the state at the start of the window) and also
+returns the state at its end, so that consecutive windows decided one after the other give the
+same decisions as one long window. Roaming is causal and advances per step: a day counts from
+its first step outside the home country (and it stays counted for the rest of that day).
+``decide`` knows nothing about the data actually delivered, so the quota state it returns has
+only been reset at month changes; the caller adds the window's delivered volume with
+:meth:`PolicyState.add_usage` — quota therefore advances per window (a run: per chunk; inside
+one window ``used_gb`` is the value at its start, in the month of its start, and 0 for steps in
+a later month).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .._arrays import run_starts
 from ..frames import great_circle_km
-from ..timescale import to_utc_datetime64
+from ..timescale import NS_PER_DAY, to_utc_datetime64
 from .errors import PolicyError
 from .geofence import ZoneIndex, country_polygons, parse_geometry
 from .models import Geofence, Policy, PolicyHistory, PolicyVersion
@@ -135,9 +149,247 @@ def _positions(positions, times, n_term):
     return lat, lon
 
 
+#: Decimal gigabyte in bits (as in :mod:`leotwin.analytics.sla`).
+BITS_PER_GB = 8e9
+
+
+def _month_of_day(day: np.ndarray | int) -> np.ndarray:
+    """Calendar month (months since 1970-01) of UTC day numbers (days since 1970-01-01)."""
+    return np.asarray(day, dtype="int64").astype("datetime64[D]").astype(
+        "datetime64[M]").astype(np.int64)
+
+
+def _year_of_day(day: np.ndarray | int) -> np.ndarray:
+    return np.asarray(day, dtype="int64").astype("datetime64[D]").astype(
+        "datetime64[Y]").astype(np.int64)
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """Policy state that accumulates over time, per terminal, after the step ``last_step``.
+
+    ``terminal`` (n_term,) ids in the order of the decided terminals; ``last_step`` the start
+    instant (UTC ``datetime64[ns]``) of the last step taken into account, None before any step;
+    ``roaming_days`` distinct UTC days outside the account's country in the calendar year of
+    ``last_step`` up to and including its day; ``outside_today`` whether that day is already
+    counted; ``used_gb`` priority data (decimal GB) used in the calendar month of ``last_step``
+    — only for terminals with a plan (a quota), 0 for the others. Small: written next to every
+    run chunk (:meth:`to_dict` is JSON-ready and round-trips exactly).
+    """
+
+    terminal: np.ndarray
+    last_step: np.datetime64 | None = None
+    roaming_days: np.ndarray | None = None
+    outside_today: np.ndarray | None = None
+    used_gb: np.ndarray | None = None
+
+    def __post_init__(self):
+        ids = np.asarray(self.terminal, dtype=str)
+        n = ids.size
+        object.__setattr__(self, "terminal", ids)
+        for name, dtype in (("roaming_days", np.int64), ("outside_today", bool),
+                            ("used_gb", np.float64)):
+            v = getattr(self, name)
+            v = np.zeros(n, dtype) if v is None else np.asarray(v, dtype=dtype)
+            if v.shape != (n,):
+                raise ValueError(f"PolicyState.{name} must have one entry per terminal ({n}), "
+                                 f"got shape {v.shape}")
+            object.__setattr__(self, name, v)
+        if self.last_step is not None:
+            object.__setattr__(self, "last_step", np.datetime64(self.last_step, "ns"))
+
+    @classmethod
+    def initial(cls, terminals: Sequence[str]) -> PolicyState:
+        """The state before any step: no roaming day, no priority data used."""
+        return cls(np.asarray(terminals, dtype=str))
+
+    @property
+    def day(self) -> int | None:
+        """UTC day number (days since 1970-01-01) of ``last_step``."""
+        if self.last_step is None:
+            return None
+        return int(self.last_step.astype(np.int64) // NS_PER_DAY)
+
+    def add_usage(self, times, throughput_mbps: np.ndarray, step_s: np.ndarray | float,
+                  metered: np.ndarray | None = None) -> PolicyState:
+        """This state (as returned by :func:`decide` for the window ``times``) plus the volume
+        delivered in that window: ``throughput_mbps`` (n_time, n_term) × the step durations
+        ``step_s`` (seconds, scalar or (n_time,)), counted for the steps in the month of
+        ``last_step`` and for the ``metered`` terminals (default: all)."""
+        t_ns = np.atleast_1d(to_utc_datetime64(times)).astype("datetime64[ns]").astype(np.int64)
+        if t_ns.size == 0:
+            return self
+        if self.last_step is None or int(self.last_step.astype(np.int64)) != int(t_ns[-1]):
+            raise ValueError("add_usage: times must end at the state's last_step (the window "
+                             "the state was returned for)")
+        thr = np.asarray(throughput_mbps, dtype=np.float64)
+        if thr.shape != (t_ns.size, self.terminal.size):
+            raise ValueError(f"throughput_mbps must have shape {(t_ns.size, self.terminal.size)}"
+                             f", got {thr.shape}")
+        dur_s = np.broadcast_to(np.asarray(step_s, dtype=np.float64), t_ns.shape)
+        this_month = _month_of_day(t_ns // NS_PER_DAY) == _month_of_day(self.day)
+        gb = (dur_s * this_month * (1e6 / BITS_PER_GB)) @ thr
+        if metered is not None:
+            gb = np.where(np.asarray(metered, bool), gb, 0.0)
+        return replace(self, used_gb=self.used_gb + gb)
+
+    def to_dict(self) -> dict:
+        """JSON-ready; exact round trip through :meth:`from_dict`."""
+        last = (None if self.last_step is None
+                else f"{np.datetime_as_string(self.last_step, 'ns')}Z")
+        return {"terminal": self.terminal.tolist(), "last_step": last,
+                "roaming_days": self.roaming_days.tolist(),
+                "outside_today": self.outside_today.tolist(),
+                "used_gb": self.used_gb.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PolicyState:
+        last = data.get("last_step")
+        return cls(np.asarray(data["terminal"], dtype=str),
+                   None if last is None else to_utc_datetime64(last),
+                   np.asarray(data["roaming_days"], np.int64),
+                   np.asarray(data["outside_today"], bool),
+                   np.asarray(data["used_gb"], np.float64))
+
+    def equals(self, other: PolicyState) -> bool:
+        return self.to_dict() == other.to_dict()
+
+
+def _resolve(policy: Policy | PolicyHistory, as_of) -> tuple[Policy, PolicyVersion | None]:
+    if isinstance(policy, PolicyHistory):
+        version = policy.at(as_of)
+        return version.policy, version
+    return policy, None
+
+
+def _terminals(pol: Policy, terminals: Sequence[str] | None) -> tuple[list[str], list]:
+    by_id = {t.id: t for t in pol.terminals}
+    ids = [t.id for t in pol.terminals] if terminals is None else [str(t) for t in terminals]
+    for k, tid in enumerate(ids):
+        if tid not in by_id:
+            raise PolicyError(f"unknown terminal {tid!r}", source="decide", feature=k,
+                              field="terminals")
+    return ids, [by_id[t] for t in ids]
+
+
+def metered_terminals(policy: Policy | PolicyHistory, terminals: Sequence[str] | None = None,
+                      *, as_of=None) -> np.ndarray:
+    """Bool per terminal: its plan has a priority quota, so the ``quota`` rule depends on the
+    data it used (:attr:`PolicyState.used_gb` is counted for these terminals only)."""
+    pol, _ = _resolve(policy, as_of)
+    plans = {p.name for p in pol.plans}
+    _, terms = _terminals(pol, terminals)
+    return np.array([bool(t.plan) and t.plan in plans for t in terms], dtype=bool)
+
+
+@dataclass
+class _Points:
+    """Distinct positions of a (time, terminal) block and their country memberships."""
+
+    lat: np.ndarray
+    lon: np.ndarray
+    moving: np.ndarray
+    pidx: np.ndarray
+    p_lat: np.ndarray
+    p_lon: np.ndarray
+    countries: list[str]
+    c_member: np.ndarray
+    c_col: dict[str, int]
+
+
+def _points(pol: Policy, positions_of_terminals, times: np.ndarray, n_term: int) -> _Points:
+    n_t = times.size
+    lat, lon = _positions(positions_of_terminals, times, n_term)
+    # Distinct points: fixed terminals once, moving ones per step.
+    moving = np.flatnonzero((np.ptp(lat, axis=0) > 0) | (np.ptp(lon, axis=0) > 0))
+    fixed_mask = np.ones(n_term, bool)
+    fixed_mask[moving] = False
+    pidx = np.empty((n_t, n_term), np.int64)
+    pidx[:, fixed_mask] = np.arange(n_term)[fixed_mask][None, :]
+    pidx[:, moving] = n_term + np.arange(n_t * moving.size).reshape(n_t, moving.size)
+    p_lat = np.r_[lat[0], lat[:, moving].ravel()]
+    p_lon = np.r_[lon[0], lon[:, moving].ravel()]
+    # Country memberships for every country any rule mentions.
+    countries = sorted({a.country for a in pol.accounts}
+                       | {c for s in pol.service_areas for c in s.countries}
+                       | {c for r in pol.registration_rules for c in (r.countries or [])})
+    c_member = np.zeros((p_lat.size, 0), bool)
+    if countries:
+        polys = country_polygons(countries)
+        c_member = ZoneIndex([polys[c] for c in countries]).contains(p_lat, p_lon)
+    return _Points(lat, lon, moving, pidx, p_lat, p_lon, countries, c_member,
+                   {c: k for k, c in enumerate(countries)})
+
+
+def _outside_home(pol: Policy, terms: list, pts: _Points) -> np.ndarray:
+    """Bool (n_time, n_terminal): outside the account's country (roaming rules only)."""
+    outside = np.zeros(pts.pidx.shape, bool)
+    if pol.roaming_rules and pts.countries:
+        accounts = {a.id: a for a in pol.accounts}
+        home_col = np.array([pts.c_col[accounts[t.account].country] for t in terms])
+        outside = ~pts.c_member[pts.pidx, home_col[None, :]]
+    return outside
+
+
+def _check_state(state: PolicyState, ids: list[str], t_ns: np.ndarray) -> None:
+    if state.terminal.size != len(ids) or not np.array_equal(state.terminal, np.asarray(ids,
+                                                                                     str)):
+        raise ValueError("state: its terminals are not the decided terminals (same ids, same "
+                         "order)")
+    if state.last_step is not None and t_ns.size and t_ns[0] <= int(
+            state.last_step.astype(np.int64)):
+        raise ValueError(f"state: it is the state after {state.last_step}; the window must "
+                         "start after it")
+
+
+def _quota_used_gb(state: PolicyState, t_ns: np.ndarray) -> np.ndarray:
+    """Per (time, terminal): priority data used this month — the state's value in its month,
+    0 in any later month (quota state advances per window)."""
+    month = _month_of_day(t_ns // NS_PER_DAY)
+    same = month == (_month_of_day(state.day) if state.day is not None else -(1 << 62))
+    return np.where(same[:, None], state.used_gb[None, :], 0.0)
+
+
+def _end_state(state: PolicyState, t_ns: np.ndarray, roaming: tuple | None) -> PolicyState:
+    """``state`` advanced to the last step of ``t_ns`` (roaming counts from ``roaming``,
+    used_gb reset when the month changed)."""
+    if t_ns.size == 0:
+        return state
+    last = np.datetime64(int(t_ns[-1]), "ns")
+    used = state.used_gb
+    if state.day is None or _month_of_day(state.day) != _month_of_day(t_ns[-1] // NS_PER_DAY):
+        used = np.zeros_like(used)
+    if roaming is None:     # no roaming rule: nothing counted
+        days, today = np.zeros_like(state.roaming_days), np.zeros_like(state.outside_today)
+    else:
+        days, today = roaming
+    return PolicyState(state.terminal, last, days, today, used)
+
+
+def advance_state(policy: Policy | PolicyHistory, terminals: Sequence[str] | None, times,
+                  positions_of_terminals, state: PolicyState | None = None, *,
+                  as_of=None) -> PolicyState:
+    """The state :func:`decide` would return for this window (before
+    :meth:`PolicyState.add_usage`), without deciding: cheap when the policy has no roaming rule
+    (time bookkeeping only), otherwise the country memberships of the positions."""
+    pol, _ = _resolve(policy, as_of)
+    ids, terms = _terminals(pol, terminals)
+    times = np.atleast_1d(to_utc_datetime64(times)).astype("datetime64[ns]")
+    t_ns = times.astype("int64")
+    state = PolicyState.initial(ids) if state is None else state
+    _check_state(state, ids, t_ns)
+    roaming = None
+    if pol.roaming_rules and t_ns.size:
+        pts = _points(pol, positions_of_terminals, times, len(terms))
+        _, *roaming = _roaming_days(_outside_home(pol, terms, pts), t_ns, state)
+    return _end_state(state, t_ns, roaming)
+
+
 def decide(policy: Policy | PolicyHistory, terminals: Sequence[str] | None, times,
            positions_of_terminals, *, as_of=None, used_gb: np.ndarray | None = None,
-           speed_kmh: np.ndarray | None = None, chunk_steps: int = 720) -> xr.Dataset:
+           speed_kmh: np.ndarray | None = None, chunk_steps: int = 720,
+           state: PolicyState | None = None, return_state: bool = False
+           ) -> xr.Dataset | tuple[xr.Dataset, PolicyState]:
     """Decision, rule and rate per (time, terminal).
 
     ``policy`` is a :class:`Policy` or a :class:`PolicyHistory` (then the version known at
@@ -149,54 +401,38 @@ def decide(policy: Policy | PolicyHistory, terminals: Sequence[str] | None, time
     this month. Returns ``decision`` (int8 codes, ``DECISIONS``), ``rule`` (index into the
     ``rule_id`` dimension, whose ``rule_kind``, ``rule_reason`` and ``rule_author`` explain it)
     and ``max_mbps``.
+
+    ``state`` (a :class:`PolicyState` for the same terminals, after a step before ``times``)
+    carries roaming days and priority data used in from an earlier window: the roaming count
+    continues from it, and the quota rule uses its ``used_gb`` (give ``used_gb`` or ``state``,
+    not both; without either the quota rule does not apply). With ``return_state=True`` the
+    result is ``(dataset, state at the end of the window)`` (module docstring: "State across
+    windows").
     """
-    version = None
-    if isinstance(policy, PolicyHistory):
-        version = policy.at(as_of)
-        pol = version.policy
-    else:
-        pol = policy
-    by_id = {t.id: t for t in pol.terminals}
-    ids = [t.id for t in pol.terminals] if terminals is None else [str(t) for t in terminals]
-    for k, tid in enumerate(ids):
-        if tid not in by_id:
-            raise PolicyError(f"unknown terminal {tid!r}", source="decide", feature=k,
-                              field="terminals")
-    terms = [by_id[t] for t in ids]
+    pol, version = _resolve(policy, as_of)
+    ids, terms = _terminals(pol, terminals)
     times = np.atleast_1d(to_utc_datetime64(times)).astype("datetime64[ns]")
     n_t, n_term = times.size, len(terms)
-    lat, lon = _positions(positions_of_terminals, times, n_term)
     t_ns = times.astype("int64")
-
-    # Distinct points: fixed terminals once, moving ones per step.
-    moving = np.flatnonzero((np.ptp(lat, axis=0) > 0) | (np.ptp(lon, axis=0) > 0))
-    fixed_mask = np.ones(n_term, bool)
-    fixed_mask[moving] = False
-    pidx = np.empty((n_t, n_term), np.int64)
-    pidx[:, fixed_mask] = np.arange(n_term)[fixed_mask][None, :]
-    pidx[:, moving] = n_term + np.arange(n_t * moving.size).reshape(n_t, moving.size)
-    p_lat = np.r_[lat[0], lat[:, moving].ravel()]
-    p_lon = np.r_[lon[0], lon[:, moving].ravel()]
+    if state is not None:
+        if used_gb is not None:
+            raise ValueError("give used_gb or state (which carries used_gb), not both")
+        _check_state(state, ids, t_ns)
+        used_gb = _quota_used_gb(state, t_ns)
+    elif return_state:
+        state = PolicyState.initial(ids)
+    pts = _points(pol, positions_of_terminals, times, n_term)
+    lat, lon, moving, pidx = pts.lat, pts.lon, pts.moving, pts.pidx
+    p_lat, p_lon, c_member, c_col = pts.p_lat, pts.p_lon, pts.c_member, pts.c_col
 
     rules = _Rules([], [], [], [])
     change = f" (policy v{version.version}: {version.reason})" if version else ""
     plans = {p.name: p for p in pol.plans}
-    accounts = {a.id: a for a in pol.accounts}
     term_plan = [plans.get(t.plan) if t.plan else None for t in terms]
     plan_max = np.array([p.max_mbps if p else np.inf for p in term_plan])
     term_account = np.array([t.account for t in terms], dtype=object)
     term_kind = np.array([t.kind for t in terms], dtype=object)
     term_plan_name = np.array([t.plan or "" for t in terms], dtype=object)
-
-    # Country memberships for every country any rule mentions.
-    countries = sorted({a.country for a in pol.accounts}
-                       | {c for s in pol.service_areas for c in s.countries}
-                       | {c for r in pol.registration_rules for c in (r.countries or [])})
-    c_member = np.zeros((p_lat.size, 0), bool)
-    if countries:
-        polys = country_polygons(countries)
-        c_member = ZoneIndex([polys[c] for c in countries]).contains(p_lat, p_lon)
-    c_col = {c: k for k, c in enumerate(countries)}
 
     def in_countries(codes) -> np.ndarray:  # per point
         if not codes:
@@ -227,18 +463,13 @@ def decide(policy: Policy | PolicyHistory, terminals: Sequence[str] | None, time
     speed_kmh = np.broadcast_to(np.asarray(speed_kmh, float), (n_t, n_term))
 
     # Roaming: distinct calendar days outside the home country, counted per calendar year.
-    home = np.array([accounts[a].country for a in term_account], dtype=object)
-    outside = np.zeros((n_t, n_term), bool)
-    if pol.roaming_rules and countries:
-        home_col = np.array([c_col[c] for c in home])
-        outside = ~c_member[pidx, home_col[None, :]]
-    day = t_ns // 86_400_000_000_000
-    year = times.astype("datetime64[Y]").astype(np.int64)
-
     decision = np.zeros((n_t, n_term), np.int8)
     rule = np.full((n_t, n_term), -1, np.int16)
     max_mbps = np.broadcast_to(plan_max, (n_t, n_term)).astype(np.float32)
-    roam_days = _roaming_days(outside, day, year) if pol.roaming_rules else None
+    roam_days, roam_end = None, None
+    if pol.roaming_rules and n_t:
+        start = state if state is not None else PolicyState.initial(ids)
+        roam_days, *roam_end = _roaming_days(_outside_home(pol, terms, pts), t_ns, start)
 
     for a in range(0, n_t, max(1, chunk_steps)):  # bounded memory; rules loop inside
         b = min(a + chunk_steps, n_t)
@@ -250,7 +481,7 @@ def decide(policy: Policy | PolicyHistory, terminals: Sequence[str] | None, time
             None if used_gb is None else np.broadcast_to(used_gb, (n_t, n_term))[sl],
             decision[sl], rule[sl], max_mbps[sl])
 
-    return xr.Dataset(
+    ds = xr.Dataset(
         {
             "decision": (("time", "terminal"), decision,
                          {"flag_values": list(range(len(DECISIONS))),
@@ -269,25 +500,38 @@ def decide(policy: Policy | PolicyHistory, terminals: Sequence[str] | None, time
                "policy_recorded_at": version.recorded_at.isoformat() if version else "",
                "precedence": " > ".join(PRECEDENCE)},
     )
+    if return_state:
+        return ds, _end_state(state, t_ns, roam_end)
+    return ds
 
 
-def _roaming_days(outside: np.ndarray, day: np.ndarray, year: np.ndarray) -> np.ndarray:
-    """Per (time, terminal): distinct calendar days outside the home country so far this year
-    within the run (the current day included)."""
-    first_of_day = np.r_[True, day[1:] != day[:-1]]
+def _roaming_days(outside: np.ndarray, t_ns: np.ndarray, start: PolicyState
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (time, terminal): distinct UTC calendar days outside the home country so far this
+    calendar year, continuing from ``start`` — causal: a day counts from its first step outside.
+    Also returns the count and the "today counted" flags after the last step."""
+    day = t_ns // NS_PER_DAY
+    first_of_day = run_starts(day)
+    first_idx = np.flatnonzero(first_of_day)
     day_id = np.cumsum(first_of_day) - 1
-    n_days = int(day_id[-1]) + 1
-    any_out = np.zeros((n_days, outside.shape[1]), bool)
-    np.logical_or.at(any_out, day_id, outside)
-    day_year = year[first_of_day]
-    counts = np.cumsum(any_out, axis=0)
-    # Restart the count at each new year.
-    year_start = np.r_[True, day_year[1:] != day_year[:-1]]
-    base = np.zeros_like(counts)
-    starts = np.flatnonzero(year_start)
-    for s in starts[1:]:  # over calendar years in the run (one or two)
-        base[s:] = counts[s - 1]
-    return (counts - base)[day_id]
+    # outside at some step of the day so far (cumulative OR inside each day)
+    cum = np.cumsum(outside, axis=0, dtype=np.int64)
+    before = np.concatenate([np.zeros((1, outside.shape[1]), np.int64), cum])[first_idx]
+    so_far = (cum - before[day_id]) > 0
+    carried = start.day is not None and int(day[0]) == start.day
+    if carried:                       # the window continues the state's day
+        so_far[day_id == 0] |= start.outside_today[None, :]
+    any_day = so_far[np.r_[first_idx[1:] - 1, day.size - 1]]          # (n_days, n_term)
+    counted = np.cumsum(any_day, axis=0) - any_day                    # earlier days
+    day_year = _year_of_day(day[first_idx])
+    base = np.zeros(outside.shape[1], np.int64)
+    if start.day is not None and int(_year_of_day(start.day)) == int(day_year[0]):
+        base = start.roaming_days - (start.outside_today if carried else 0)
+    counted += base[None, :]
+    for s in np.flatnonzero(run_starts(day_year))[1:]:  # over new calendar years (0 or 1)
+        counted[s:] -= counted[s].copy()
+    counts = counted[day_id] + so_far
+    return counts, counts[-1].copy(), so_far[-1].copy()
 
 
 def _decide_block(sl, pol, terms, rules, change, pidx, t_ns, in_countries, c_col, c_member,
@@ -461,5 +705,5 @@ def decision_table(decisions: xr.Dataset) -> pd.DataFrame:
     })
 
 
-__all__ = ["DECISIONS", "PRECEDENCE", "PolicyVersion", "check_overlaps", "decide",
-           "decision_table", "explain"]
+__all__ = ["DECISIONS", "PRECEDENCE", "PolicyState", "PolicyVersion", "advance_state",
+           "check_overlaps", "decide", "decision_table", "explain", "metered_terminals"]
