@@ -355,3 +355,29 @@ def test_a_ground_jammer_beyond_the_radio_horizon_is_blocked():
     far = geodetic_to_ecef(LAT + 25.0 / 111.2, LON, 10.0)[None, None]
     assert one_jammer(near, 40.0, sat=sat) < clear - 10.0
     assert one_jammer(far, 40.0, sat=sat) == pytest.approx(clear, abs=1e-9)
+
+
+def test_jammed_links_equals_the_direct_link_budget():
+    """jammed_links (jammer pruning by radio horizon, clear-sky bound) gives exactly
+    jammed(sinr_db(...)) for links near and far from the jammers, above and below the
+    horizon."""
+    from leotwin.frames import geodetic_to_ecef
+    from leotwin.links.budget import jammed_links, terminal_up_vectors
+
+    rng = np.random.default_rng(3)
+    n = 400
+    lat, lon = rng.uniform(47.0, 49.0, n), rng.uniform(35.0, 38.0, n)
+    term = geodetic_to_ecef(lat, lon, 0.0)
+    up = terminal_up_vectors(term)
+    # Satellites 550 km up, 0-60 deg off the zenith in a random direction; a few far off.
+    off = rng.uniform(0.0, 60.0, n)
+    sat = term + 550.0 * (up + np.tan(np.radians(off))[:, None]
+                          * np.cross(up, rng.normal(size=(n, 3))))
+    sat[:5] = term[:5] + np.array([20000.0, 0.0, 0.0])
+    jam = geodetic_to_ecef(np.array([48.0, 47.5]), np.array([36.5, 35.2]), 0.0)
+    eirp, bw, f = np.array([40.0, 25.0]), np.array([250.0, 100.0]), np.array([11.7, 11.7])
+    for active in (np.array([True, True]), np.array([False, True])):
+        ref = jammed(sinr_db(term[None], sat[None], jam[None], eirp, bw, f, active[None]))[0]
+        got = jammed_links(term, sat, jam, eirp, bw, f, active, terminal_up=up)
+        np.testing.assert_array_equal(got, ref)
+        assert ref.any() and not ref.all()

@@ -145,3 +145,33 @@ def test_sat_routes_without_any_link():
                      gw_sat_gw=empty, gw_sat_sat=empty, gw_sat_delay_ms=np.empty(0),
                      gw_pop=np.array([0]), gw_pop_delay_ms=np.array([0.0]))
     assert np.isnan(res.delay_ms).all() and (res.gateway == -1).all() and (res.pop == -1).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n_sat=st.integers(2, 40), n_gw=st.integers(1, 6),
+       n_pop=st.integers(1, 3))
+def test_step_graph_equals_sat_routes(seed, n_sat, n_gw, n_pop):
+    """The per-run prepared graph of network_state gives exactly sat_routes' answer."""
+    from leotwin.routing.graph import StepGraph
+
+    rng = np.random.default_rng(seed)
+    pairs = np.unique(np.sort(rng.integers(0, n_sat, size=(3 * n_sat, 2)), axis=1), axis=0)
+    isl = pairs[pairs[:, 0] != pairs[:, 1]]
+    isl_ms = rng.uniform(1, 20, len(isl))
+    usable = rng.random(len(isl)) > 0.2
+    feed = np.unique(np.c_[rng.integers(0, n_gw, 2 * n_gw), rng.integers(0, n_sat, 2 * n_gw)],
+                     axis=0)
+    feed = feed[rng.permutation(len(feed))]
+    feed_ms = rng.uniform(1.5, 4, len(feed))
+    gw_pop = rng.integers(0, n_pop, n_gw)
+    fibre_ms = rng.uniform(0, 10, n_gw)
+    gw_up = rng.random(n_gw) > 0.2
+    ref = sat_routes(n_sat, n_gw, n_pop, isl_edges=isl[usable], isl_delay_ms=isl_ms[usable],
+                     gw_sat_gw=feed[:, 0], gw_sat_sat=feed[:, 1], gw_sat_delay_ms=feed_ms,
+                     gw_pop=gw_pop, gw_pop_delay_ms=fibre_ms, gw_up=gw_up,
+                     processing_delay_ms=0.1)
+    got = StepGraph(n_sat, n_gw, n_pop, isl, gw_pop, fibre_ms, 0.1).routes(
+        usable, isl_ms, feed[:, 0], feed[:, 1], feed_ms, gw_up=gw_up)
+    np.testing.assert_array_equal(got.delay_ms, ref.delay_ms)
+    for name in ("gateway", "pop", "hops", "pred"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))

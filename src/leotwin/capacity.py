@@ -69,16 +69,32 @@ def terminal_cells(lat_deg, lon_deg, resolution: int | None = None) -> np.ndarra
         raise ValueError(f"lat_deg shape {lat.shape} and lon_deg shape {lon.shape} do not "
                          "broadcast together") from None
     shape = lat.shape
-    lat, lon = lat.ravel(), lon.ravel()
+    if lat.ndim == 2 and lat.shape[0] > 1:
+        # (time, terminal): a terminal that does not move needs its cell once.
+        still = (lat == lat[0]).all(axis=0) & (lon == lon[0]).all(axis=0)
+        if still.any():
+            out = np.empty(shape, dtype=np.uint64)
+            out[:, still] = _cells(lat[0, still], lon[0, still], res)[None, :]
+            out[:, ~still] = _cells(lat[:, ~still].ravel(), lon[:, ~still].ravel(),
+                                    res).reshape(shape[0], -1)
+            return out
+    return _cells(lat.ravel(), lon.ravel(), res).reshape(shape)
+
+
+def _cells(lat: np.ndarray, lon: np.ndarray, res: int) -> np.ndarray:
+    """H3 cells of 1-D positions, one H3 call per distinct (lat, lon) pair."""
     ok = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90.0)
     out = np.zeros(lat.size, dtype=np.uint64)
     if ok.any():
-        pairs, inverse = np.unique(np.column_stack([lat[ok], lon[ok]]), axis=0,
-                                   return_inverse=True)
-        cells = np.fromiter((h3_int.latlng_to_cell(a, b, res) for a, b in pairs.tolist()),
+        # Distinct pairs through one complex key (a 1-D sort, much faster than axis=0).
+        key = lat[ok] + 1j * lon[ok]
+        pairs, inverse = np.unique(key, return_inverse=True)
+        cells = np.fromiter((h3_int.latlng_to_cell(a, b, res)
+                             for a, b in zip(pairs.real.tolist(), pairs.imag.tolist(),
+                                             strict=True)),
                             dtype=np.uint64, count=len(pairs))
         out[ok] = cells[inverse.reshape(-1)]
-    return out.reshape(shape)
+    return out
 
 
 @dataclass

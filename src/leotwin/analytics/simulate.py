@@ -30,7 +30,7 @@ import xarray as xr
 from ..faults import Faults, failed_mask, gateway_down_mask, jammer_state
 from ..policy.engine import DENY, THROTTLE, decide
 from ..policy.models import Policy, PolicyHistory
-from ..routing.network import CAUSE_BIT, CAUSES, NetworkConfig, network_state
+from ..routing.network import CAUSE_BIT, CAUSES, NetworkConfig, code_strings, network_state
 
 #: Which cause is primary when several are recorded (documented choice: physics first, then
 #: the operator's deliberate decisions, then faults, then load).
@@ -55,32 +55,57 @@ class SimulationRun:
     result: xr.Dataset
 
 
-def _jamming_inputs(ground, faults: Faults | None, times: np.ndarray):
-    """Jammer states and terminal ECEF positions over the run, computed once for both the
-    outage test and the slowdown factor; None without jammers."""
+@dataclass
+class _Jamming:
+    """Jammer states over the run and the terminal geometry both jamming tests use."""
+
+    jam_ecef: np.ndarray  # (n_time, n_jam, 3)
+    active: np.ndarray  # (n_time, n_jam)
+    eirp_dbw: np.ndarray
+    bandwidth_mhz: np.ndarray
+    center_ghz: np.ndarray
+    term_ecef: np.ndarray  # (n_time, n_term, 3)
+    term_up: np.ndarray  # (n_time, n_term, 3) geodetic zenith
+    reach: np.ndarray  # (n_time, n_term): some active jammer within its radio horizon
+
+
+def _jamming_inputs(ground, faults: Faults | None, times: np.ndarray) -> _Jamming | None:
+    """Jammer states and terminal geometry over the run, computed once for both the outage
+    test and the slowdown factor; None without jammers."""
     if faults is None or not faults.jammers:
         return None
     from ..frames import geodetic_to_ecef
+    from ..links.budget import jammer_reach, terminal_up_vectors
 
-    return jammer_state(faults, times), geodetic_to_ecef(*ground.terminal_positions(times))
+    lat, lon, alt = ground.terminal_positions(times)
+    term_ecef = geodetic_to_ecef(lat, lon, alt)
+    # Zenith vectors once per terminal that does not move, per step for the others.
+    still = ((lat == lat[:1]) & (lon == lon[:1]) & (alt == alt[:1])).all(axis=0)
+    term_up = np.empty_like(term_ecef)
+    term_up[:, still] = terminal_up_vectors(term_ecef[0, still])[None]
+    term_up[:, ~still] = terminal_up_vectors(term_ecef[:, ~still])
+    jam_ecef, active, eirp, bw, freq = jammer_state(faults, times)
+    return _Jamming(jam_ecef, active, eirp, bw, freq, term_ecef, term_up,
+                    jammer_reach(term_ecef, jam_ecef, active))
 
 
-def _jammer_fn(positions: xr.Dataset, jamming):
+def _jammer_fn(positions: xr.Dataset, jamming: _Jamming | None):
     """``jammed(step, terminal_idx, sat_idx)`` for :func:`network_state`, or None."""
     if jamming is None:
         return None
     from ..links import budget
 
-    (jam_ecef, jam_active, eirp, bw, freq), term_ecef = jamming
-    r = positions["r_ecef_km"]
+    j = jamming
+    r = positions["r_ecef_km"].to_numpy()
 
     def jammed(step: int, term_idx: np.ndarray, sat_idx: np.ndarray) -> np.ndarray:
-        if not jam_active[step].any():
+        if not j.active[step].any():
             return np.zeros(term_idx.size, bool)
-        sat_ecef = r[step].to_numpy()[sat_idx]
-        sinr = budget.sinr_db(term_ecef[step, term_idx][None], sat_ecef[None],
-                              jam_ecef[step][None], eirp, bw, freq, jam_active[step][None])
-        return np.asarray(budget.jammed(sinr), bool).reshape(-1)
+        return budget.jammed_links(j.term_ecef[step, term_idx], r[step, sat_idx],
+                                   j.jam_ecef[step], j.eirp_dbw, j.bandwidth_mhz,
+                                   j.center_ghz, j.active[step],
+                                   terminal_up=j.term_up[step, term_idx],
+                                   in_reach=j.reach[step, term_idx])
 
     return jammed
 
@@ -89,25 +114,32 @@ def _jamming_rate_factor(positions, jamming, serving_sat: np.ndarray,
                          served: np.ndarray) -> np.ndarray:
     """Per (time, terminal): spectral efficiency with the jammers ÷ without them, on the link
     actually used (1 where unserved). Adaptive coding drops to a lower MODCOD under
-    interference, so a jammer that does not cut a terminal can still slow it down."""
+    interference, so a jammer that does not cut a terminal can still slow it down.
+
+    Only served steps within some active jammer's radio horizon are evaluated: elsewhere the
+    interference is exactly zero and the factor exactly 1."""
     from ..links import budget
 
     factor = np.ones(served.shape)
-    (jam_ecef, jam_active, eirp, bw, freq), term_ecef = jamming
-    if not served.any() or not jam_active.any():
+    j = jamming
+    if not served.any() or not j.active.any():
+        return factor
+    t, k = np.nonzero(served & j.reach)
+    if t.size == 0:
         return factor
     sat_ids = positions["sat"].to_numpy()  # sorted catalog numbers (Constellation order)
-    idx = np.clip(np.searchsorted(sat_ids, serving_sat), 0, sat_ids.size - 1)
-    r = positions["r_ecef_km"].to_numpy()
-    sat_ecef = np.take_along_axis(r, idx[..., None], axis=1)
-    sat_ecef[~served] = np.nan
-    with_jam = budget.sinr_db(term_ecef, sat_ecef, jam_ecef, eirp, bw, freq, jam_active)
-    clear = budget.sinr_db(term_ecef, sat_ecef)
+    idx = np.clip(np.searchsorted(sat_ids, serving_sat[t, k]), 0, sat_ids.size - 1)
+    sat_ecef = positions["r_ecef_km"].to_numpy()[t, idx][:, None]  # one "time" per link
+    term, up = j.term_ecef[t, k][:, None], j.term_up[t, k][:, None]
+    with_jam = budget.sinr_db(term, sat_ecef, j.jam_ecef[t], j.eirp_dbw, j.bandwidth_mhz,
+                              j.center_ghz, j.active[t], terminal_up=up)[:, 0]
+    clear = budget.sinr_db(term, sat_ecef, terminal_up=up)[:, 0]
     eff_j = budget.spectral_efficiency(with_jam)
     eff_0 = budget.spectral_efficiency(clear)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(served & (eff_0 > 0), eff_j / eff_0, 1.0)
-    return np.clip(np.nan_to_num(ratio, nan=1.0), 0.0, 1.0)
+        ratio = np.where(eff_0 > 0, eff_j / eff_0, 1.0)
+    factor[t, k] = np.clip(np.nan_to_num(ratio, nan=1.0), 0.0, 1.0)
+    return factor
 
 
 def simulate(positions: xr.Dataset, ground, *, policy: Policy | PolicyHistory | None = None,
@@ -135,7 +167,7 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
     gw_down = gateway_down_mask(faults, ground.gateways["gateway"], ground.gateways["pop"],
                                 times)
     decision = np.zeros((n_t, n_term), np.int8)
-    rule_names = np.full((n_t, n_term), "", dtype=object)
+    rule_ids, rule_idx = [""], np.zeros((n_t, n_term), np.int64)  # rule id = rule_ids[idx]
     max_mbps = np.full((n_t, n_term), np.inf)
     if decisions is not None or policy is not None:
         dec = decisions if decisions is not None else decide(policy, list(terms), times,
@@ -144,7 +176,8 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
             raise ValueError(f"decisions cover {dict(dec.sizes)}; this run has {n_t} times "
                              f"and {n_term} terminals")
         decision = dec["decision"].to_numpy()
-        rule_names = dec["rule_id"].to_numpy()[dec["rule"].to_numpy()]
+        rule_ids = [str(x) for x in dec["rule_id"].to_numpy()]
+        rule_idx = dec["rule"].to_numpy()
         max_mbps = dec["max_mbps"].to_numpy().astype(float)
     jamming = _jamming_inputs(ground, faults, times)
     net = network_state(positions, ground, config=config, failed=failed, gateway_down=gw_down,
@@ -181,11 +214,15 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
     degraded = ~served | throttled | (bits & (CAUSE_BIT["congestion"]
                                               | CAUSE_BIT["jamming"])).astype(bool)
     bits = np.where(degraded, bits, 0).astype(np.uint8)
-    cause = np.full((n_t, n_term), "", dtype=object)
-    for name in reversed(PRIMARY_ORDER):  # over causes: the first in the order wins
-        cause[(bits & CAUSE_BIT[name]).astype(bool)] = name
-    rule = np.where(cause == "policy", rule_names, "")
-    dish = np.vectorize(DISH_STATE.get, otypes=[object])(cause)
+    # Primary cause as a code into ("",) + PRIMARY_ORDER; strings only at the end.
+    primary = np.zeros((n_t, n_term), np.int8)
+    for k in range(len(PRIMARY_ORDER), 0, -1):  # over causes: the first in the order wins
+        primary[(bits & CAUSE_BIT[PRIMARY_ORDER[k - 1]]).astype(bool)] = k
+    names = ("",) + PRIMARY_ORDER
+    cause = code_strings(names, primary)
+    dish = code_strings([DISH_STATE[c] for c in names], primary)
+    is_policy = primary == names.index("policy")
+    rule = code_strings([""] + rule_ids, np.where(is_policy, rule_idx + 1, 0))
     result = xr.Dataset(
         {
             "served": (("time", "terminal"), served),
@@ -194,13 +231,13 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
             "sat": (("time", "terminal"), net["serving_sat"].to_numpy(),
                     {"description": "catalog number of the serving satellite, -1: none"}),
             "gateway": (("time", "terminal"), net["gateway"].to_numpy()),
-            "cause": (("time", "terminal"), cause.astype(str),
+            "cause": (("time", "terminal"), cause,
                       {"primary_order": " > ".join(PRIMARY_ORDER)}),
             "cause_bits": (("time", "terminal"), bits,
                            {"flag_masks": [CAUSE_BIT[c] for c in CAUSES],
                             "flag_meanings": " ".join(CAUSES)}),
-            "rule": (("time", "terminal"), rule.astype(str)),
-            "dish_state": (("time", "terminal"), dish.astype(str)),
+            "rule": (("time", "terminal"), rule),
+            "dish_state": (("time", "terminal"), dish),
         },
         coords={"time": times, "terminal": terms,
                 "account": ("terminal", ground.terminals["account"].astype(str).to_numpy())},

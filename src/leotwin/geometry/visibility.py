@@ -42,25 +42,52 @@ def max_slant_range_km(r_sat_km: float, r_site_km: float, elevation_deg: float) 
     return float(np.sqrt(r_sat_km**2 - (r_site_km * np.cos(e)) ** 2) - r_site_km * np.sin(e))
 
 
+@dataclass
+class SatPoints:
+    """The valid satellite positions of one chunk and their KD-tree, shareable between
+    :func:`visible_pairs` calls over different site sets (see :func:`sat_points`)."""
+
+    n_time: int
+    n_sat: int
+    ok: np.ndarray  # flat (time * n_sat + sat) index of each point
+    pts: np.ndarray  # (n_points, 3) ECEF km
+    tree: cKDTree | None
+    r_max_km: float
+
+
+def sat_points(r_sat_ecef_km: np.ndarray, valid: np.ndarray) -> SatPoints:
+    """Valid, finite satellite positions of a chunk ``(n_time, n_sat, 3)`` and their tree."""
+    n_t, n_sat, _ = r_sat_ecef_km.shape
+    flat = r_sat_ecef_km.reshape(-1, 3)
+    ok = np.flatnonzero(valid.reshape(-1) & np.isfinite(flat).all(axis=1))
+    if ok.size == 0:
+        return SatPoints(n_t, n_sat, ok, np.empty((0, 3)), None, 0.0)
+    pts = np.ascontiguousarray(flat[ok])
+    return SatPoints(n_t, n_sat, ok, pts, cKDTree(pts),
+                     float(np.sqrt((pts**2).sum(axis=1).max())))
+
+
 def visible_pairs(r_sat_ecef_km: np.ndarray, valid: np.ndarray, site_ecef_km: np.ndarray,
                   site_enu: np.ndarray, min_elevation_deg: float, *, site_tree: cKDTree | None
-                  = None):
+                  = None, sats: SatPoints | None = None):
     """Array core of :func:`visible` for one chunk.
 
     ``r_sat_ecef_km`` ``(n_time, n_sat, 3)``, ``valid`` ``(n_time, n_sat)`` bool,
     ``site_ecef_km`` ``(n_site, 3)``, ``site_enu`` ``(n_site, 3, 3)`` (:func:`enu_basis`).
+    ``sats`` (optional): :func:`sat_points` of the same ``r_sat_ecef_km`` and ``valid``, when
+    several site sets are tested against one chunk (the satellites' tree is built once).
     Returns ``(t, site, sat, elevation_deg, range_km)`` index and value arrays, sorted by
     time then site (within a site, in a deterministic order).
     """
-    n_t, n_sat, _ = r_sat_ecef_km.shape
+    if sats is None:
+        sats = sat_points(r_sat_ecef_km, valid)
+    n_t, n_sat = sats.n_time, sats.n_sat
     n_site = site_ecef_km.shape[0]
-    flat = r_sat_ecef_km.reshape(-1, 3)
-    ok = np.flatnonzero(valid.reshape(-1) & np.isfinite(flat).all(axis=1))
+    ok, pts = sats.ok, sats.pts
     empty_i = np.empty(0, np.int64)
-    if ok.size == 0:
+    if ok.size == 0 or n_site == 0:
         return empty_i, empty_i, empty_i, np.empty(0), np.empty(0)
-    pts = np.ascontiguousarray(flat[ok])
-    r_sat_max = float(np.sqrt((pts**2).sum(axis=1).max()))
+    r_sat_max = sats.r_max_km
     r_site_min = float(np.sqrt((site_ecef_km**2).sum(axis=1).min()))
     if r_sat_max <= r_site_min:
         return empty_i, empty_i, empty_i, np.empty(0), np.empty(0)
@@ -68,7 +95,7 @@ def visible_pairs(r_sat_ecef_km: np.ndarray, valid: np.ndarray, site_ecef_km: np
                                 max(min_elevation_deg - _PRUNE_MARGIN_DEG, -90.0))
     radius += _PRUNE_MARGIN_KM
     tree = site_tree if site_tree is not None else cKDTree(site_ecef_km)
-    m = tree.sparse_distance_matrix(cKDTree(pts), radius, output_type="ndarray")
+    m = tree.sparse_distance_matrix(sats.tree, radius, output_type="ndarray")
     i = np.ascontiguousarray(m["i"])  # site
     j = np.ascontiguousarray(m["j"])  # row of pts
     d = np.ascontiguousarray(m["v"])  # range, km
@@ -86,7 +113,8 @@ def visible_pairs(r_sat_ecef_km: np.ndarray, valid: np.ndarray, site_ecef_km: np
     key_site = i[keep]
     if max(n_t, n_site) <= np.iinfo(np.uint16).max:
         order = np.argsort(key_site.astype(np.uint16), kind="stable")
-        order = order[np.argsort(key_t[order].astype(np.uint16), kind="stable")]
+        if n_t > 1:
+            order = order[np.argsort(key_t[order].astype(np.uint16), kind="stable")]
     else:
         order = np.argsort(key_t * n_site + key_site, kind="stable")
     sel = keep[order]
@@ -109,13 +137,14 @@ _PAIRS_PER_CHUNK = 300_000
 _POINTS_PER_CHUNK = 2_000_000
 
 
-def _auto_chunk_steps(n_site: int, n_sat: int, mask_deg: float, r_sat_km: float) -> int:
-    """Time steps per chunk so a chunk yields about ``_PAIRS_PER_CHUNK`` candidates."""
+def _auto_chunk_steps(n_site: int, n_sat: int, mask_deg: float, r_sat_km: float,
+                      pairs_per_chunk: int = _PAIRS_PER_CHUNK) -> int:
+    """Time steps per chunk so a chunk yields about ``pairs_per_chunk`` candidates."""
     r_e = WGS84_A_KM
     e = np.radians(max(mask_deg, 0.0))
     central = np.arccos(min(1.0, r_e * np.cos(e) / max(r_sat_km, r_e))) - e  # cap half-angle
     expected = max(1.0, n_site * n_sat * (1.0 - np.cos(central)) / 2.0)
-    by_pairs = int(_PAIRS_PER_CHUNK // expected)
+    by_pairs = int(pairs_per_chunk // expected)
     return int(max(1, min(by_pairs, _POINTS_PER_CHUNK // max(n_sat, 1))))
 
 

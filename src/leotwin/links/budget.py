@@ -226,7 +226,7 @@ def _overlap_mhz(f1_ghz, b1_mhz, f2_ghz, b2_mhz):
 def sinr_db(terminal_ecef_km, sat_ecef_km, jammer_ecef_km=None, jammer_eirp_dbw=None,
             jammer_bandwidth_mhz=None, jammer_freq_ghz=None, jammer_active=None, *,
             freq_ghz=None, bandwidth_mhz=None, eirp_density_dbw_mhz=None, peak_gain_dbi=None,
-            noise_temp_k=None) -> np.ndarray:
+            noise_temp_k=None, terminal_up=None) -> np.ndarray:
     """Downlink SINR (dB) per (time, terminal); NaN where unserved.
 
     Shapes: ``terminal_ecef_km`` ``(n_term, 3)`` or ``(n_time, n_term, 3)``; ``sat_ecef_km``
@@ -236,6 +236,13 @@ def sinr_db(terminal_ecef_km, sat_ecef_km, jammer_ecef_km=None, jammer_eirp_dbw=
     downlink centre) ``(n_jam,)``; ``jammer_active`` ``(n_time, n_jam)`` bool (default all
     active). No jammers: leave ``jammer_ecef_km`` as None. Keywords default to the link-budget
     entries of :data:`leotwin.defaults.DEFAULTS`. Returns ``(n_time, n_term)``.
+
+    ``terminal_up`` (optional, the shape of ``terminal_ecef_km``): the terminals' geodetic
+    zenith unit vectors, :func:`terminal_up` of the same positions, when the caller already
+    has them (repeated calls over the same terminals).
+
+    Only (time, terminal, jammer) triples inside the jammer's radio horizon are evaluated
+    further: the others contribute exactly zero interference.
     """
     f = default("downlink_freq_ghz") if freq_ghz is None else float(freq_ghz)
     b = default("downlink_bandwidth_mhz") if bandwidth_mhz is None else float(bandwidth_mhz)
@@ -255,8 +262,10 @@ def sinr_db(terminal_ecef_km, sat_ecef_km, jammer_ecef_km=None, jammer_eirp_dbw=
         raise ValueError(f"terminal_ecef_km shape {np.shape(terminal_ecef_km)} does not match "
                          f"sat_ecef_km {sat.shape} (want (n_term, 3) or (n_time, n_term, 3))")
 
-    lat, lon, _ = ecef_to_geodetic(term)
-    up = enu_basis(lat, lon)[..., 2, :]  # geodetic zenith = array normal, (1|n_time, n_term, 3)
+    if terminal_up is None:
+        up = terminal_up_vectors(term)  # geodetic zenith = array normal, (1|n_time, n_term, 3)
+    else:
+        up = np.asarray(terminal_up, dtype=np.float64).reshape(term.shape)
 
     d_sat = sat - term
     range_sat = np.linalg.norm(d_sat, axis=-1)
@@ -297,26 +306,120 @@ def sinr_db(terminal_ecef_km, sat_ecef_km, jammer_ecef_km=None, jammer_eirp_dbw=
         # An airborne jammer (height above the ellipsoid beyond the mast) sees farther.
         jam_alt_m = np.maximum(ecef_to_geodetic(jam)[2], mast_m)  # (n_time|1, n_jam)
         horizon_km = radio_horizon_km(mount_m, jam_alt_m)
+        full = (n_time, n_term)
         for j in range(n_jam):  # few jammers; everything inside is over (time, terminal)
             if in_band[j] <= 0.0 or not active[:, j].any():
                 continue
             d_jam = jam[:, j, None, :] - term  # (n_time|1, n_term, 3)
             range_jam = np.linalg.norm(d_jam, axis=-1)
+            # A ground jammer beyond the radio horizon (4/3-Earth) is blocked by the Earth:
+            # only the pairs within it (and active) are evaluated.
+            ti, ni = np.nonzero(np.broadcast_to(
+                active[:, j, None] & np.isfinite(range_jam)
+                & (range_jam <= horizon_km[:, j, None]), full))
+            if ti.size == 0:
+                continue
+            r_j = np.broadcast_to(range_jam, full)[ti, ni]
             with np.errstate(invalid="ignore", divide="ignore"):
-                u_jam = d_jam / range_jam[..., None]
-                g = phased_array_gain_db(_angle_deg(u_sat, u_jam), gm, scan,
-                                         direction_zenith_deg=_angle_deg(up, u_jam))
-                p_dbw = eirp_j[j] + 10.0 * np.log10(in_band[j]) - fspl_db(range_jam, f) + g
-                p_w = np.where(range_jam == 0.0, np.inf, _db_to_w(p_dbw))  # co-located
-            # A ground jammer beyond the radio horizon (4/3-Earth) is blocked by the Earth.
-            ok = (active[:, j, None] & np.isfinite(range_jam) & ~np.isnan(p_w)
-                  & (range_jam <= horizon_km[:, j, None]))
-            interference_w = interference_w + np.where(ok, p_w, 0.0)
+                u_jam = np.broadcast_to(d_jam, full + (3,))[ti, ni] / r_j[..., None]
+                g = phased_array_gain_db(
+                    _angle_deg(u_sat[ti, ni], u_jam), gm, scan[ti, ni],
+                    direction_zenith_deg=_angle_deg(np.broadcast_to(up, full + (3,))[ti, ni],
+                                                    u_jam))
+                p_dbw = eirp_j[j] + 10.0 * np.log10(in_band[j]) - fspl_db(r_j, f) + g
+                p_w = np.where(r_j == 0.0, np.inf, _db_to_w(p_dbw))  # co-located
+            interference_w[ti, ni] = interference_w[ti, ni] + np.where(np.isnan(p_w), 0.0, p_w)
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         out = signal_dbw - 10.0 * np.log10(noise_w + interference_w)
     served = np.all(np.isfinite(sat), axis=-1) & np.all(np.isfinite(term), axis=-1)
     return np.where(served, out, np.nan)
+
+
+def terminal_up_vectors(terminal_ecef_km) -> np.ndarray:
+    """Geodetic zenith unit vectors (the terminal array normal) of ECEF positions, the
+    ``terminal_up`` argument of :func:`sinr_db`. Shape ``(..., 3)`` → ``(..., 3)``."""
+    lat, lon, _ = ecef_to_geodetic(np.asarray(terminal_ecef_km, dtype=np.float64))
+    return enu_basis(lat, lon)[..., 2, :]
+
+
+def jammer_reach(terminal_ecef_km, jammer_ecef_km, jammer_active) -> np.ndarray:
+    """``(n_time, n_term)`` bool: some active jammer is within its radio horizon of the
+    terminal (NaN distances count as within). Where False, every jammer's interference in
+    :func:`sinr_db` is exactly zero, so the SINR equals the jammer-free one.
+
+    ``terminal_ecef_km`` ``(n_time, n_term, 3)``, ``jammer_ecef_km`` ``(n_time, n_jam, 3)``,
+    ``jammer_active`` ``(n_time, n_jam)``.
+    """
+    term = np.asarray(terminal_ecef_km, dtype=np.float64)
+    jam = np.asarray(jammer_ecef_km, dtype=np.float64)
+    active = np.asarray(jammer_active, dtype=bool)
+    mount_m, mast_m = default("terminal_mount_m"), default("jammer_mast_m")
+    horizon_km = radio_horizon_km(mount_m, np.maximum(ecef_to_geodetic(jam)[2], mast_m))
+    reach = np.zeros(np.broadcast_shapes(term.shape[:-1], jam.shape[:-2] + (1,)), bool)
+    for j in range(jam.shape[-2]):  # few jammers
+        if not active[:, j].any():
+            continue
+        range_jam = np.linalg.norm(jam[:, j, None, :] - term, axis=-1)
+        reach |= active[:, j, None] & ~(range_jam > horizon_km[:, j, None])
+    return reach
+
+
+#: Safety margin (dB) of the clear-sky bound in :func:`jammed_links`; far above rounding.
+_BOUND_MARGIN_DB = 0.5
+
+
+def jammed_links(terminal_ecef_km, sat_ecef_km, jammer_ecef_km, jammer_eirp_dbw,
+                 jammer_bandwidth_mhz, jammer_freq_ghz, jammer_active, *, terminal_up,
+                 in_reach=None) -> np.ndarray:
+    """``jammed(sinr_db(...))`` for ``n`` links of one time step, evaluated cheaply.
+
+    ``terminal_ecef_km``, ``sat_ecef_km`` and ``terminal_up`` ``(n, 3)``; the jammers of that
+    step ``(n_jam, 3)``, ``(n_jam,)``… as in :func:`sinr_db`; ``in_reach`` ``(n,)`` bool (as
+    :func:`jammer_reach`; computed when None). Links in some jammer's reach get the full SINR.
+    The others see no interference, so their SINR is the clear-sky SNR, which falls with the
+    range and the scan angle: one evaluation at the largest range and scan among them bounds it
+    from below, and only when that bound is within :data:`_BOUND_MARGIN_DB` of the lowest
+    MODCOD are they evaluated one by one. Same result as the direct formula, always.
+    """
+    term = np.asarray(terminal_ecef_km, dtype=np.float64)
+    sat = np.asarray(sat_ecef_km, dtype=np.float64)
+    up = np.asarray(terminal_up, dtype=np.float64)
+    jam = np.asarray(jammer_ecef_km, dtype=np.float64)
+    active = np.asarray(jammer_active, dtype=bool)
+    if in_reach is None:
+        in_reach = jammer_reach(term[None], jam[None], active[None])[0]
+    out = np.zeros(term.shape[0], bool)
+    near = np.flatnonzero(in_reach)
+    if near.size:
+        out[near] = jammed(sinr_db(term[near][None], sat[near][None], jam[None],
+                                   jammer_eirp_dbw, jammer_bandwidth_mhz, jammer_freq_ghz,
+                                   active[None], terminal_up=up[near][None]))[0]
+    far = np.flatnonzero(~np.asarray(in_reach, bool))
+    if far.size == 0:
+        return out
+    d = sat[far] - term[far]
+    range_km = np.linalg.norm(d, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos_scan = (d * up[far]).sum(-1) / range_km
+    if np.all(np.isfinite(range_km) & np.isfinite(cos_scan)):
+        worst_scan_deg = np.degrees(np.arccos(np.clip(cos_scan.min(), -1.0, 1.0)))
+        if _clear_snr_db(range_km.max(), worst_scan_deg) >= MODCOD_THRESHOLD_DB[0] \
+                + _BOUND_MARGIN_DB:
+            return out
+    out[far] = jammed(sinr_db(term[far][None], sat[far][None], terminal_up=up[far][None]))[0]
+    return out
+
+
+def _clear_snr_db(range_km: float, scan_deg: float) -> float:
+    """Clear-sky downlink SNR (dB) at a range and scan angle, the default link budget (the
+    signal and noise terms of :func:`sinr_db`)."""
+    f, b = default("downlink_freq_ghz"), default("downlink_bandwidth_mhz")
+    gm = default("terminal_peak_gain_dbi")
+    signal_dbw = (default("sat_eirp_density_dbw_mhz") + 10.0 * np.log10(b)
+                  - fspl_db(range_km, f) + phased_array_gain_db(0.0, gm, scan_deg))
+    noise_w = BOLTZMANN_J_K * default("terminal_noise_temp_k") * b * 1e6
+    return float(signal_dbw - 10.0 * np.log10(noise_w))
 
 
 def radio_horizon_km(height_a_m, height_b_m) -> np.ndarray:

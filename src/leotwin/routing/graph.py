@@ -5,6 +5,12 @@ in ms (propagation plus a fixed per-hop processing delay). A single multi-source
 (``scipy.sparse.csgraph.dijkstra`` with ``min_only=True``) gives, for every satellite, the
 delay to its nearest PoP and the predecessor tree; gateway, PoP and hop count of each
 satellite's path come from that tree by pointer jumping (O(n log depth), no per-node loop).
+
+:class:`StepGraph` is the same computation for the repeated calls of
+:func:`leotwin.network_state`: the fixed parts (laser topology sorted once, fibre) are prepared
+once per run and each step's CSR matrix is assembled directly in its canonical (row, column)
+order, without a sort of all edges or a COO conversion; the result is the same matrix
+:func:`sat_routes` builds, so both give the same routes.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_array
+from scipy.sparse import coo_array, csr_array
 from scipy.sparse.csgraph import dijkstra
 
 from .._arrays import run_starts
@@ -29,6 +35,24 @@ class SatRoutes:
     gateway: np.ndarray  # gateway index (−1: none)
     pop: np.ndarray  # PoP index (−1: none)
     hops: np.ndarray  # space links from the satellite down to the gateway (≥ 1), 0 where none
+    #: Predecessor of every node (satellites, gateways, PoPs) on its path, −1 for none.
+    pred: np.ndarray | None = None
+
+    def without(self, sats: np.ndarray) -> SatRoutes:
+        """These routes with satellites ``sats`` (bool mask) removed, valid when no other
+        node's path passes through them (none of them is a predecessor): then the shortest
+        paths of the others are unchanged."""
+        return SatRoutes(np.where(sats, np.nan, self.delay_ms), np.where(sats, -1, self.gateway),
+                         np.where(sats, -1, self.pop), np.where(sats, 0, self.hops), None)
+
+    def uses(self, sats: np.ndarray, gateways: np.ndarray) -> bool:
+        """Whether some path passes through one of ``sats`` (then it is a predecessor) or
+        ends at one of ``gateways`` (bool masks)."""
+        n_sat, p = sats.size, self.pred[: sats.size]
+        via_sat = (p >= 0) & (p < n_sat)
+        if sats.any() and sats[p[via_sat]].any():
+            return True
+        return bool(gateways.any() and gateways[self.gateway[self.gateway >= 0]].any())
 
 
 def _list_depth(pred: np.ndarray) -> np.ndarray:
@@ -92,15 +116,23 @@ def sat_routes(n_sat: int, n_gw: int, n_pop: int, *, isl_edges: np.ndarray,
     first = run_starts(rows, cols)
     rows, cols, w = rows[first], cols[first], w[first]
     graph = coo_array((np.maximum(w, _MIN_WEIGHT_MS), (rows, cols)), shape=(n, n)).tocsr()
+    return _routes(graph, n_sat, n_gw, n_pop)
+
+
+def _routes(graph, n_sat: int, n_gw: int, n_pop: int) -> SatRoutes:
+    """Multi-source Dijkstra from the PoP nodes of a canonical CSR graph, and each
+    satellite's gateway, PoP and hop count from the predecessor tree."""
+    n = n_sat + n_gw + n_pop
+    gw_node = n_sat + np.arange(n_gw)
+    pop_node = n_sat + n_gw + np.arange(n_pop)
     dist, pred, _sources = dijkstra(graph, directed=True, indices=pop_node,
                                     return_predecessors=True, min_only=True)
     pred = np.where(pred == _NO_PRED, -1, pred).astype(np.int64)
     is_gw = np.zeros(n, bool)
     is_gw[gw_node] = True
-    is_pop = np.zeros(n, bool)
-    is_pop[pop_node] = True
     gw_of = _first_marked_ancestor(pred, is_gw)
-    pop_of = _first_marked_ancestor(pred, is_pop)
+    # Only PoPs link to a gateway (fibre), so the PoP of a path is its gateway's predecessor.
+    pop_of = np.where(gw_of >= 0, pred[np.maximum(gw_of, 0)], -1)
     depth = _list_depth(pred)
     reach = np.isfinite(dist[:n_sat]) & (gw_of[:n_sat] >= 0)
     return SatRoutes(
@@ -108,4 +140,56 @@ def sat_routes(n_sat: int, n_gw: int, n_pop: int, *, isl_edges: np.ndarray,
         gateway=np.where(reach, gw_of[:n_sat] - n_sat, -1),
         pop=np.where(reach, pop_of[:n_sat] - n_sat - n_gw, -1),
         hops=np.where(reach, depth[:n_sat] - 1, 0),  # minus the fibre edge PoP–gateway
+        pred=pred,
     )
+
+
+class StepGraph:
+    """:func:`sat_routes` for many steps of one run with a fixed laser topology.
+
+    ``isl_edges`` ``(n_edge, 2)`` (each undirected link once, no self-links, no repeats),
+    ``gw_pop`` and ``gw_pop_delay_ms`` as in :func:`sat_routes`. :meth:`routes` takes one
+    step's usable links and feeder links (unique (gateway, satellite) pairs) and returns what
+    :func:`sat_routes` returns for the same inputs.
+    """
+
+    def __init__(self, n_sat: int, n_gw: int, n_pop: int, isl_edges: np.ndarray,
+                 gw_pop: np.ndarray, gw_pop_delay_ms: np.ndarray,
+                 processing_delay_ms: float = 0.0):
+        self.n_sat, self.n_gw, self.n_pop = n_sat, n_gw, n_pop
+        self.n = n_sat + n_gw + n_pop
+        self.processing_delay_ms = processing_delay_ms
+        e = np.asarray(isl_edges, np.int64).reshape(-1, 2)
+        # Both directions of every link, sorted by (from, to) once: a step only masks them.
+        src = np.r_[e[:, 0], e[:, 1]]
+        dst = np.r_[e[:, 1], e[:, 0]]
+        link = np.r_[np.arange(len(e)), np.arange(len(e))]
+        order = np.lexsort((dst, src))
+        self.isl_src, self.isl_dst, self.isl_link = src[order], dst[order], link[order]
+        # Fibre PoP → gateway, sorted by (PoP, gateway).
+        gw_pop = np.asarray(gw_pop, np.int64)
+        fo = np.lexsort((np.arange(n_gw), gw_pop))
+        self.fib_gw = fo
+        self.fib_src = n_sat + n_gw + gw_pop[fo]
+        self.fib_w = np.asarray(gw_pop_delay_ms, np.float64)[fo] + processing_delay_ms
+
+    def routes(self, isl_ok: np.ndarray, isl_delay_ms: np.ndarray, feed_gw: np.ndarray,
+               feed_sat: np.ndarray, feed_delay_ms: np.ndarray,
+               gw_up: np.ndarray | None = None) -> SatRoutes:
+        """Routes at one step: ``isl_ok``/``isl_delay_ms`` per link of the topology, feeder
+        links ``feed_gw[k] → feed_sat[k]`` (any order) and gateways with backhaul."""
+        keep = np.flatnonzero(isl_ok[self.isl_link])
+        i_src, i_dst = self.isl_src[keep], self.isl_dst[keep]
+        i_w = isl_delay_ms[self.isl_link[keep]] + self.processing_delay_ms
+        fo = np.lexsort((feed_sat, feed_gw))
+        f_src = self.n_sat + feed_gw[fo]
+        f_w = feed_delay_ms[fo] + self.processing_delay_ms
+        fib = slice(None) if gw_up is None else np.asarray(gw_up, bool)[self.fib_gw]
+        rows = np.concatenate([i_src, f_src, self.fib_src[fib]])
+        cols = np.concatenate([i_dst, feed_sat[fo], self.n_sat + self.fib_gw[fib]])
+        w = np.concatenate([i_w, f_w, self.fib_w[fib]])
+        indptr = np.zeros(self.n + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=self.n), out=indptr[1:])
+        graph = csr_array((np.maximum(w, _MIN_WEIGHT_MS), cols, indptr), shape=(self.n, self.n))
+        graph.has_sorted_indices = True
+        return _routes(graph, self.n_sat, self.n_gw, self.n_pop)
