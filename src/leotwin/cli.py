@@ -108,6 +108,72 @@ def _demo_flagship(args, out: Console, err: Console) -> None:
         result = run_flagship(target)
     out.print(result.text(), markup=False, highlight=False)
     out.print(f"report: {result.report_path}")
+    _demo_dashboard(target.resolve(), out, err)
+
+
+DEMO_USER = "demo"
+DEMO_PASSWORD_FILE = "demo-password"
+
+
+def _demo_password(data_dir: Path) -> str:
+    """The demo user's password: random, generated once, kept in a 0600 file of the data
+    directory (demo only: never used for a store other than the default local one)."""
+    import secrets
+
+    path = data_dir / DEMO_PASSWORD_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    password = "demo-" + secrets.token_urlsafe(9)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(password + "\n")
+    return password
+
+
+def _demo_dashboard(run_dir: Path, out: Console, err: Console) -> None:
+    """Register the demo run in the store (with the flagship's policy history when the store
+    has none, so ``explain`` works for its terminals) and, in the default local SQLite store
+    only, a demo user; print the dashboard URL."""
+    from .analytics.runio import read_manifest
+    from .config import get_settings
+    from .flagship import DEMO_WINDOW, FLAGSHIP, flagship_path
+    from .scenario import load_scenario
+    from .service.runs import window_of_manifest
+    from .store import Store
+
+    settings = get_settings()
+    local = settings.database_url == f"sqlite:///{settings.data_dir / 'leotwin.db'}"
+    start, stop, step, n_terms = window_of_manifest(read_manifest(run_dir))
+    with Store.open(settings.database_url) as store:
+        admin = next((u.name for u in store.users() if u.role == "admin"), None)
+        if local and store.user(DEMO_USER) is None:
+            store.add_user(DEMO_USER, "admin", actor=admin or DEMO_USER,
+                           password=_demo_password(settings.data_dir))
+            admin = admin or DEMO_USER
+        if store.current() is None:
+            sc = load_scenario(flagship_path(), overrides={"time": {"start": DEMO_WINDOW[0],
+                                                                    "stop": DEMO_WINDOW[1]}})
+            for v in sc.policy().versions:
+                store.record_policy(v.policy, author=v.author, reason=v.reason,
+                                    recorded_at=v.recorded_at)
+        existing = next((r for r in store.runs() if r.out_dir == str(run_dir)), None)
+        if existing is None:
+            existing = store.create_run(
+                name="Ukraine, October 2022 (demo)", out_dir=str(run_dir),
+                created_by=admin or "leotwin-demo", scenario=FLAGSHIP, status="done",
+                time_start=start, time_stop=stop, step_s=step, n_terminals=n_terms,
+                chunks_done=1, chunks_total=1)
+    out.print(f"dashboard: http://127.0.0.1:8000/#run={existing.id}  (start it with: make serve)",
+              markup=False, highlight=False, soft_wrap=True)
+    if local:
+        out.print(f"demo login (demo only, local store): user {DEMO_USER!r}, password "
+                  f"{_demo_password(settings.data_dir)!r}", markup=False, highlight=False,
+                  soft_wrap=True)
+    else:
+        out.print("log in with a user of your store (LEOTWIN_DATABASE_URL is set, so no demo "
+                  "user was created)", markup=False, highlight=False)
 
 
 def _demo_rtt(positions, out: Console) -> None:
@@ -239,6 +305,79 @@ def cmd_schema(args, out: Console, err: Console) -> int:
     return 0
 
 
+def cmd_serve(args, out: Console, err: Console) -> int:
+    import uvicorn
+
+    from .config import get_settings
+    from .service import create_app
+
+    app = create_app(get_settings())
+    app.state.leotwin.runs.interrupted()  # runs a previous server left unfinished: failed
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose
+                else "warning")
+    return 0
+
+
+def _read_password(args, err: Console) -> str | None:
+    if args.password_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise UserError("--password-stdin: no password on standard input")
+        return line
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("password (empty: none, the user cannot log in): ")
+        if first and getpass.getpass("again: ") != first:
+            raise UserError("the passwords differ")
+        return first or None
+    return None
+
+
+def cmd_user_add(args, out: Console, err: Console) -> int:
+    from .store import Store
+
+    password = _read_password(args, err)
+    with Store.open(args.db) as store:
+        actor = args.as_user
+        if actor is None:
+            actor = next((u.name for u in store.users() if u.role == "admin"), args.name)
+        user = store.add_user(args.name, args.role, account=args.account, actor=actor,
+                              password=password)
+    out.print(f"user {user.name} ({user.role}"
+              + (f", account {user.account}" if user.account else "") + ") added"
+              + ("" if password else "; no password: it cannot log in until one is set"),
+              markup=False, highlight=False)
+    return 0
+
+
+def cmd_user_passwd(args, out: Console, err: Console) -> int:
+    from .store import Store
+
+    password = _read_password(args, err)
+    if not password:
+        raise UserError("no password given")
+    with Store.open(args.db) as store:
+        actor = args.as_user or args.name
+        store.set_password(args.name, password, actor=actor)
+    out.print(f"password of {args.name} set", markup=False, highlight=False)
+    return 0
+
+
+def cmd_user_list(args, out: Console, err: Console) -> int:
+    from .store import Store
+
+    with Store.open(args.db) as store:
+        users = store.users()
+    t = Table(title="Users")
+    for col in ("name", "role", "account"):
+        t.add_column(col)
+    for u in users:
+        t.add_row(u.name, u.role, u.account or "—")
+    out.print(t)
+    return 0
+
+
 def cmd_report(args, out: Console, err: Console) -> int:
     from .analytics.report import write_report
 
@@ -321,6 +460,30 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--fresh", action="store_true", help="ignore finished chunks in --out")
     ru.set_defaults(func=cmd_run)
     add_policy_commands(sub)
+
+    se = sub.add_parser("serve", help="run the REST service and dashboard (uvicorn)")
+    se.add_argument("--host", default="127.0.0.1")
+    se.add_argument("--port", type=int, default=8000)
+    se.set_defaults(func=cmd_serve)
+    us = sub.add_parser("user", help="users of the store: add, passwd, list")
+    usub = us.add_subparsers(dest="user_command", required=True)
+    from .store.models import ROLES
+
+    for name, func, helptext in (("add", cmd_user_add, "add a user"),
+                                 ("passwd", cmd_user_passwd, "set a user's password"),
+                                 ("list", cmd_user_list, "list users")):
+        u = usub.add_parser(name, help=helptext)
+        u.add_argument("--db", help="store URL (default: LEOTWIN_DATABASE_URL or the data dir)")
+        if name != "list":
+            u.add_argument("name")
+            u.add_argument("--password-stdin", action="store_true",
+                           help="read the password from the first line of standard input")
+            u.add_argument("--as", dest="as_user",
+                           help="acting admin (default: the store's first admin)")
+        if name == "add":
+            u.add_argument("--role", required=True, choices=ROLES)
+            u.add_argument("--account", help="the account of a customer")
+        u.set_defaults(func=func)
     return p
 
 

@@ -3,16 +3,23 @@
 ``LEOTWIN_DATABASE_URL`` selects the store (SQLite or PostgreSQL); without it the store is a
 SQLite file in ``$LEOTWIN_DATA_DIR`` or the XDG data directory
 (``$XDG_DATA_HOME/leotwin`` or ``~/.local/share/leotwin``) — never the working directory.
+
+The REST service (:mod:`leotwin.service`) also reads ``LEOTWIN_SECRET_KEY`` (signs access
+tokens; without it a random key is generated once per data directory and kept in the 0600 file
+``<data_dir>/secret_key``), ``LEOTWIN_CORS_ORIGINS`` (comma-separated origins, or a JSON list),
+``LEOTWIN_ACCESS_TOKEN_MINUTES`` and ``LEOTWIN_MAX_UPLOAD_BYTES``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DB_FILENAME = "leotwin.db"
 
@@ -28,10 +35,27 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEOTWIN_", extra="ignore")
 
     data_dir: Path = Field(default_factory=default_data_dir,
-                           description="where the default SQLite store lives")
+                           description="where the default SQLite store and run directories live")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/leotwin.db")
-    secret_key: SecretStr | None = None
+    secret_key: SecretStr | None = Field(
+        None, description="HS256 key of the access tokens; default: <data_dir>/secret_key")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed by CORS (comma-separated or JSON)")
+    access_token_minutes: int = Field(60, ge=1, le=60 * 24 * 30,
+                                      description="lifetime of an OAuth2 access token")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024,
+                                  description="largest accepted upload (terminal import)")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value):
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [o.strip() for o in text.split(",") if o.strip()]
+        return value
 
     @model_validator(mode="after")
     def _defaults(self):
@@ -42,6 +66,11 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{data_dir / DB_FILENAME}"
         return self
+
+    @property
+    def runs_dir(self) -> Path:
+        """Where the service writes the run directories it starts."""
+        return self.data_dir / "runs"
 
 
 @lru_cache(maxsize=1)

@@ -70,7 +70,7 @@ def preview_change(current: Policy | None, proposed: Policy, window, *,
     times = time_grid(start, stop, step_s)
     dt_h = step_s / 3600.0
     located = [t for t in proposed.terminals if t.lat_deg is not None and t.lon_deg is not None]
-    skipped = [t.id for t in proposed.terminals if t not in located]
+    skipped = [t.id for t in proposed.terminals if t.lat_deg is None or t.lon_deg is None]
     ids = [t.id for t in located]
     lat = np.array([t.lat_deg for t in located], dtype=float)
     lon = np.array([t.lon_deg for t in located], dtype=float)

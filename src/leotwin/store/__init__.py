@@ -4,6 +4,16 @@ SQLite file by default (``leotwin.config.Settings.database_url``), PostgreSQL vi
 ``LEOTWIN_DATABASE_URL`` (``postgresql+psycopg://...``).
 """
 
-from .repository import AuditEntry, AuditReport, Store, User, audit_hash
+from .repository import (
+    ApiToken,
+    AuditEntry,
+    AuditReport,
+    RunRecord,
+    StaleVersion,
+    Store,
+    User,
+    audit_hash,
+)
 
-__all__ = ["AuditEntry", "AuditReport", "Store", "User", "audit_hash"]
+__all__ = ["ApiToken", "AuditEntry", "AuditReport", "RunRecord", "StaleVersion", "Store", "User",
+           "audit_hash"]

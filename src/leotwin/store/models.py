@@ -9,6 +9,11 @@ The schema itself is created by the Alembic migrations in ``migrations/versions`
   queries; it is derived from the snapshot and never read back into a policy.
 * ``users`` holds names, roles and (for customers) the one account they belong to.
 * ``audit_log`` is append-only (database triggers refuse UPDATE and DELETE) and hash-chained.
+* ``user_passwords`` holds an argon2 hash per user who may log in (revision 0002).
+* ``api_tokens`` holds revocable API tokens, by the SHA-256 of the token only (0002).
+* ``runs`` is the service's table of simulation runs: status, progress, directory (0002).
+* ``current_terminals`` denormalises the terminals of the latest policy version (maintained by
+  ``Store.record_policy`` in the same transaction) so that lists filter by account in SQL.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -28,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ROLES = ("admin", "policy_editor", "approver", "auditor", "customer")
+RUN_STATUSES = ("queued", "running", "done", "failed")
 GENESIS_HASH = "0" * 64
 
 
@@ -116,3 +124,69 @@ class AuditRow(Base):
     after_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+
+
+class UserPasswordRow(Base):
+    __tablename__ = "user_passwords"
+
+    name: Mapped[str] = mapped_column(String(200), ForeignKey("users.name"), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(300), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ApiTokenRow(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_name: Mapped[str] = mapped_column(String(200), ForeignKey("users.name"), nullable=False,
+                                           index=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'running', 'done', 'failed')",
+                        name="ck_runs_status"),
+        CheckConstraint("progress >= 0 AND progress <= 1", name="ck_runs_progress"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    chunks_done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    chunks_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    out_dir: Mapped[str] = mapped_column(Text, nullable=False)
+    scenario: Mapped[str | None] = mapped_column(Text, nullable=True)
+    time_start: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    time_stop: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    step_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    n_terminals: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(200), nullable=False)
+    account: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class CurrentTerminalRow(Base):
+    __tablename__ = "current_terminals"
+    __table_args__ = (Index("ix_current_terminals_account", "account", "terminal_id"),)
+
+    terminal_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    account: Mapped[str] = mapped_column(String(200), nullable=False)
+    serial: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    plan: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    registered: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    lat_deg: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lon_deg: Mapped[float | None] = mapped_column(Float, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, ForeignKey("policy_versions.version"),
+                                         nullable=False)

@@ -11,6 +11,11 @@ and ``hash = sha256(prev_hash + canonical JSON of its other fields)``, the field
 ``(",", ":")``, UTF-8. Ids are assigned 1, 2, 3, ... by the writer inside its transaction (not
 by a sequence, which would leave gaps after a rollback), so a gap means a deleted row.
 
+Service additions (revision 0002): argon2 password hashes, revocable API tokens (only their
+SHA-256 is stored), the ``runs`` table, and ``current_terminals`` — the terminals of the latest
+policy version, rewritten by :meth:`Store.record_policy` inside the same transaction, so that a
+customer's terminal list is one indexed ``WHERE account = :acct`` query.
+
 Limits: deleting the *last* rows of the chain is not detectable from the table alone (keep the
 head hash elsewhere, e.g. in a signed export, to detect truncation); a superuser who disables the
 triggers and rewrites the whole chain consistently is not detectable either.
@@ -18,16 +23,21 @@ triggers and rewrites the whole chain consistently is not detectable either.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import EllipsisType
 
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -35,11 +45,30 @@ from sqlalchemy.orm import Session
 from ..config import get_settings
 from ..policy.errors import PolicyError
 from ..policy.geofence import parse_geometry
-from ..policy.models import Policy, PolicyHistory, PolicyVersion
+from ..policy.models import Policy, PolicyHistory, PolicyVersion, Terminal
 from . import migrate
-from .models import GENESIS_HASH, ROLES, AuditRow, GeofenceRow, PolicyVersionRow, UserRow
+from .models import (
+    GENESIS_HASH,
+    ROLES,
+    RUN_STATUSES,
+    ApiTokenRow,
+    AuditRow,
+    CurrentTerminalRow,
+    GeofenceRow,
+    PolicyVersionRow,
+    RunRow,
+    UserPasswordRow,
+    UserRow,
+)
 
 log = logging.getLogger(__name__)
+
+_HASHER = PasswordHasher()  # argon2id with argon2-cffi's current defaults
+API_TOKEN_PREFIX = "ltk_"
+RUN_FIELDS = ("id", "name", "status", "progress", "chunks_done", "chunks_total", "out_dir",
+              "scenario", "time_start", "time_stop", "step_s", "n_terminals", "created_by",
+              "account", "error", "created_at", "started_at", "finished_at")
+TERMINAL_FIELDS = ("serial", "kind", "status", "plan", "registered", "lat_deg", "lon_deg")
 
 AUDIT_FIELDS = ("id", "at", "actor", "action", "entity", "entity_id", "reason", "before_json",
                 "after_json")
@@ -98,6 +127,55 @@ class AuditReport:
     message: str
 
 
+class StaleVersion(RuntimeError):
+    """A policy change was computed against a version that is no longer the latest."""
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """A stored API token (never the token itself: only its hash is kept)."""
+
+    id: int
+    user: str
+    name: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of the ``runs`` table."""
+
+    id: int
+    name: str
+    status: str
+    progress: float
+    chunks_done: int
+    chunks_total: int
+    out_dir: str
+    scenario: str | None
+    time_start: datetime | None
+    time_stop: datetime | None
+    step_s: float | None
+    n_terminals: int | None
+    created_by: str
+    account: str | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+def _run_record(r: RunRow) -> RunRecord:
+    return RunRecord(**{k: getattr(r, k) for k in RUN_FIELDS})
+
+
+def token_hash(token: str) -> str:
+    """SHA-256 hex of an API token (what the store keeps)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
 def _version_json(row: PolicyVersionRow) -> str:
     return canonical_json({"version": row.version,
                            "recorded_at": _utc(row.recorded_at).isoformat(),
@@ -118,6 +196,18 @@ def _sqlite_engine_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _hash_password(password: str) -> str:
+    if not isinstance(password, str) or len(password) < 8:
+        raise ValueError("a password needs at least 8 characters")
+    return _HASHER.hash(password)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against for unknown users (equal work, no user enumeration)."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
 
 
 def create_store_engine(url: str) -> Engine:
@@ -184,10 +274,13 @@ class Store:
     # -- policy versions ------------------------------------------------------------------
     def record_policy(self, policy: Policy, *, author: str, reason: str,
                       recorded_at: datetime | None = None, approver: str | None = None,
-                      approval_reason: str | None = None) -> PolicyVersion:
+                      approval_reason: str | None = None,
+                      expected_version: int | None | EllipsisType = ...) -> PolicyVersion:
         """Store ``policy`` as the next version, with its geofences and one audit row (two
         when a second user ``approver`` approved it: the approval is audited as its own row,
-        in the same transaction)."""
+        in the same transaction). With ``expected_version`` (a version number, or None for an
+        empty store) the write is refused with :class:`StaleVersion` when another version was
+        recorded in between (a change computed from an outdated policy is never stored)."""
         if not isinstance(policy, Policy):
             raise TypeError(f"expected a Policy, got {type(policy).__name__}")
         if not author or not reason:
@@ -197,6 +290,11 @@ class Store:
         with self._write() as s:
             last = s.scalars(select(PolicyVersionRow)
                              .order_by(PolicyVersionRow.version.desc()).limit(1)).first()
+            if expected_version is not ... and (None if last is None else last.version) \
+                    != expected_version:
+                raise StaleVersion(f"the policy changed meanwhile (now version "
+                                   f"{None if last is None else last.version}, the change was "
+                                   f"made against {expected_version}); retry the change")
             if last is not None and recorded_at < _utc(last.recorded_at):
                 raise PolicyError(
                     f"recorded_at {recorded_at.isoformat()} is before version {last.version} "
@@ -223,6 +321,13 @@ class Store:
                     raise PolicyError(f"geofence {g.id!r} rejected by the database: "
                                       f"{exc.orig}", source="policy", feature=k,
                                       field="geofences") from exc
+            s.execute(delete(CurrentTerminalRow))
+            if policy.terminals:
+                s.execute(insert(CurrentTerminalRow), [
+                    {"terminal_id": t.id, "account": t.account, "serial": t.serial,
+                     "kind": t.kind, "status": t.status, "plan": t.plan,
+                     "registered": t.registered, "lat_deg": t.lat_deg, "lon_deg": t.lon_deg,
+                     "version": version} for t in policy.terminals])
             self._append_audit(s, actor=author, action="policy.record", entity="policy",
                                entity_id=str(version), reason=reason,
                                before=None if last is None else _version_json(last),
@@ -246,6 +351,16 @@ class Store:
                           reason=r.reason, policy=Policy.model_validate_json(r.policy_json))
             for r in rows])
 
+    def current_version(self) -> PolicyVersion | None:
+        """The latest recorded version with its number and metadata (None for an empty store)."""
+        with self._read() as s:
+            r = s.scalars(select(PolicyVersionRow)
+                          .order_by(PolicyVersionRow.version.desc()).limit(1)).first()
+        if r is None:
+            return None
+        return PolicyVersion(version=r.version, recorded_at=r.recorded_at, author=r.author,
+                             reason=r.reason, policy=Policy.model_validate_json(r.policy_json))
+
     def current(self) -> Policy | None:
         """The latest recorded policy, or ``None`` for an empty store."""
         with self._read() as s:
@@ -255,9 +370,10 @@ class Store:
 
     # -- users and roles ------------------------------------------------------------------
     def add_user(self, name: str, role: str, *, account: str | None = None,
-                 actor: str) -> User:
+                 actor: str, password: str | None = None) -> User:
         """Add a user. The first user must be an ``admin`` (bootstrap, any actor); after that
-        ``actor`` must be an existing admin. A ``customer`` needs its one ``account``."""
+        ``actor`` must be an existing admin. A ``customer`` needs its one ``account``. With a
+        ``password`` its argon2 hash is stored in the same transaction (the user may log in)."""
         if not name:
             raise ValueError("a user needs a name")
         if role not in ROLES:
@@ -274,6 +390,10 @@ class Store:
                 raise ValueError(f"user {name!r} already exists")
             s.add(UserRow(name=name, role=role, account=account))
             s.flush()
+            if password is not None:
+                s.add(UserPasswordRow(name=name, password_hash=_hash_password(password),
+                                      updated_at=datetime.now(UTC)))
+                s.flush()
             user = User(name, role, account)
             self._append_audit(s, actor=actor, action="user.add", entity="user", entity_id=name,
                                reason=f"add {role} {name}", before=None,
@@ -282,14 +402,224 @@ class Store:
         return user
 
     def user(self, name: str) -> User | None:
-        with self._read() as s:
-            r = s.get(UserRow, name)
+        q = select(UserRow.name, UserRow.role, UserRow.account).where(UserRow.name == name)
+        with self.engine.connect() as conn:
+            r = conn.execute(q).first()
         return None if r is None else User(r.name, r.role, r.account)
 
-    def users(self) -> list[User]:
+    def users(self, *, account: str | None = None) -> list[User]:
         with self._read() as s:
-            rows = s.scalars(select(UserRow).order_by(UserRow.name)).all()
+            q = select(UserRow).order_by(UserRow.name)
+            if account is not None:
+                q = q.where(UserRow.account == account)
+            rows = s.scalars(q).all()
         return [User(r.name, r.role, r.account) for r in rows]
+
+    # -- passwords and API tokens ---------------------------------------------------------
+    def set_password(self, name: str, password: str, *, actor: str) -> None:
+        """Store the argon2 hash of ``password`` for user ``name``; ``actor`` is the user
+        itself or an admin. Audited (without the hash)."""
+        with self._write() as s:
+            if s.get(UserRow, name) is None:
+                raise ValueError(f"unknown user {name!r}")
+            if actor != name:
+                self._require_role(s, actor, "admin")
+            row = s.get(UserPasswordRow, name)
+            hashed = _hash_password(password)
+            if row is None:
+                s.add(UserPasswordRow(name=name, password_hash=hashed,
+                                      updated_at=datetime.now(UTC)))
+            else:
+                row.password_hash, row.updated_at = hashed, datetime.now(UTC)
+            s.flush()
+            self._append_audit(s, actor=actor, action="user.password", entity="user",
+                               entity_id=name, reason=f"password of {name} set", before=None,
+                               after=None)
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The user if ``password`` matches its stored hash, else None (also for a user
+        without a password). Constant work whether or not the user exists."""
+        with self._read() as s:
+            u = s.get(UserRow, name)
+            row = s.get(UserPasswordRow, name) if u is not None else None
+            stored = row.password_hash if row is not None else None
+        try:
+            if stored is None:
+                _HASHER.verify(_dummy_hash(), password)
+                return None
+            _HASHER.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if _HASHER.check_needs_rehash(stored):
+            try:
+                with self._write() as s:
+                    r = s.get(UserPasswordRow, name)
+                    if r is not None and r.password_hash == stored:
+                        r.password_hash = _hash_password(password)
+            except Exception:  # a rehash is an optimisation; never fail a good login on it
+                log.warning("could not rehash the password of %s", name, exc_info=True)
+        return User(u.name, u.role, u.account)
+
+    def create_api_token(self, user: str, name: str, *,
+                         expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+        """A new API token for ``user``: ``(record, token)``; the token text exists only in
+        this return value (the store keeps its SHA-256). Audited."""
+        if not name:
+            raise ValueError("an API token needs a name")
+        token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        with self._write() as s:
+            if s.get(UserRow, user) is None:
+                raise ValueError(f"unknown user {user!r}")
+            row = ApiTokenRow(user_name=user, name=name, token_hash=token_hash(token),
+                              created_at=now, expires_at=None if expires_at is None
+                              else _utc(expires_at), revoked_at=None)
+            s.add(row)
+            s.flush()
+            self._append_audit(s, actor=user, action="token.create", entity="api_token",
+                               entity_id=str(row.id), reason=f"API token {name!r}",
+                               before=None, after=None)
+            record = ApiToken(row.id, user, name, row.created_at, row.expires_at, None)
+        return record, token
+
+    def api_token_user(self, token: str, *, now: datetime | None = None) -> User | None:
+        """The user of a valid (known, not revoked, not expired) API token, else None."""
+        now = _utc(now or datetime.now(UTC))
+        q = (select(UserRow.name, UserRow.role, UserRow.account, ApiTokenRow.expires_at,
+                    ApiTokenRow.revoked_at)
+             .join(ApiTokenRow, ApiTokenRow.user_name == UserRow.name)
+             .where(ApiTokenRow.token_hash == token_hash(token)))
+        with self.engine.connect() as conn:  # Core: this runs on every request
+            row = conn.execute(q).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        expires = row.expires_at
+        if expires is not None and _utc(expires) <= now:
+            return None
+        return User(row.name, row.role, row.account)
+
+    def api_tokens(self, user: str) -> list[ApiToken]:
+        with self._read() as s:
+            rows = s.scalars(select(ApiTokenRow).where(ApiTokenRow.user_name == user)
+                             .order_by(ApiTokenRow.id)).all()
+        return [ApiToken(r.id, r.user_name, r.name, r.created_at, r.expires_at, r.revoked_at)
+                for r in rows]
+
+    def revoke_api_token(self, user: str, token_id: int) -> bool:
+        """Revoke ``user``'s token ``token_id``; False when ``user`` has no such live token."""
+        with self._write() as s:
+            row = s.scalars(select(ApiTokenRow).where(ApiTokenRow.id == token_id,
+                                                      ApiTokenRow.user_name == user)).first()
+            if row is None or row.revoked_at is not None:
+                return False
+            row.revoked_at = datetime.now(UTC)
+            s.flush()
+            self._append_audit(s, actor=user, action="token.revoke", entity="api_token",
+                               entity_id=str(token_id), reason=f"API token {row.name!r} revoked",
+                               before=None, after=None)
+        return True
+
+    # -- current terminals (latest version, denormalised) -----------------------------------
+    def terminal_rows(self, *, account: str | None = None, plan: str | None = None,
+                      status: str | None = None, terminal_id: str | None = None,
+                      limit: int | None = None, offset: int = 0) -> list[dict]:
+        """Terminals of the latest policy version as plain dicts (the :class:`Terminal` fields),
+        filtered in SQL (``WHERE account = :acct`` on an index), ordered by id."""
+        t = CurrentTerminalRow.__table__
+        q = select(t.c.terminal_id.label("id"), t.c.account,
+                   *(t.c[name] for name in TERMINAL_FIELDS))
+        if account is not None:
+            q = q.where(t.c.account == account).order_by(t.c.account, t.c.terminal_id)
+        else:
+            q = q.order_by(t.c.terminal_id)
+        for column, value in ((t.c.plan, plan), (t.c.status, status),
+                              (t.c.terminal_id, terminal_id)):
+            if value is not None:
+                q = q.where(column == value)
+        if offset:
+            q = q.offset(offset)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [{**r, "registered": bool(r["registered"])} for r in rows]
+
+    def terminals(self, *, account: str | None = None, plan: str | None = None,
+                  status: str | None = None, limit: int | None = None,
+                  offset: int = 0) -> list[Terminal]:
+        """Terminals of the latest policy version, filtered in SQL, ordered by id."""
+        return [Terminal.model_construct(**r) for r in self.terminal_rows(
+            account=account, plan=plan, status=status, limit=limit, offset=offset)]
+
+    def terminal(self, terminal_id: str, *, account: str | None = None) -> Terminal | None:
+        """One terminal of the latest version (None if unknown, or not of ``account``)."""
+        rows = self.terminal_rows(terminal_id=terminal_id, account=account)
+        return Terminal.model_construct(**rows[0]) if rows else None
+
+    def latest_version(self) -> int | None:
+        """Number of the latest policy version (None for an empty store); one cheap query."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.max(PolicyVersionRow.version))).scalar()
+
+    # -- runs -----------------------------------------------------------------------------
+    def create_run(self, *, name: str, out_dir: str, created_by: str,
+                   account: str | None = None, scenario: str | None = None,
+                   status: str = "queued", time_start: datetime | None = None,
+                   time_stop: datetime | None = None, step_s: float | None = None,
+                   n_terminals: int | None = None, chunks_done: int = 0,
+                   chunks_total: int = 0) -> RunRecord:
+        """Insert a run (audited as ``run.create``)."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
+        now = datetime.now(UTC)
+        done = status == "done"
+        with self._write() as s:
+            row = RunRow(name=name, status=status, progress=1.0 if done else 0.0,
+                         chunks_done=chunks_done, chunks_total=chunks_total, out_dir=out_dir,
+                         scenario=scenario, time_start=time_start, time_stop=time_stop,
+                         step_s=step_s, n_terminals=n_terminals, created_by=created_by,
+                         account=account, error=None, created_at=now,
+                         started_at=now if done else None, finished_at=now if done else None)
+            s.add(row)
+            s.flush()
+            self._append_audit(s, actor=created_by, action="run.create", entity="run",
+                               entity_id=str(row.id), reason=f"run {name!r} ({status})",
+                               before=None, after=canonical_json(
+                                   {"name": name, "scenario": scenario, "out_dir": out_dir,
+                                    "account": account}))
+            return _run_record(row)
+
+    def update_run(self, run_id: int, **fields) -> None:
+        """Set fields of run ``run_id`` (status, progress, chunks, error, times...)."""
+        unknown = set(fields) - set(RUN_FIELDS[2:])
+        if unknown:
+            raise ValueError(f"update_run: unknown fields {sorted(unknown)}")
+        if "status" in fields and fields["status"] not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {fields['status']!r}")
+        with Session(self.engine) as s, s.begin():  # no audit row: no audit lock
+            s.execute(update(RunRow).where(RunRow.id == run_id).values(**fields))
+
+    def get_run(self, run_id: int, *, visible_to: str | None = None) -> RunRecord | None:
+        """Run ``run_id``; with ``visible_to`` (a customer's account) only a run of that
+        account or an operator-wide run (no account)."""
+        q = select(RunRow).where(RunRow.id == run_id)
+        if visible_to is not None:
+            q = q.where(or_(RunRow.account.is_(None), RunRow.account == visible_to))
+        with self._read() as s:
+            r = s.scalars(q).first()
+        return None if r is None else _run_record(r)
+
+    def runs(self, *, visible_to: str | None = None, status: str | None = None
+             ) -> list[RunRecord]:
+        """Runs, newest first; ``visible_to`` as in :meth:`get_run`, filtered in SQL."""
+        q = select(RunRow).order_by(RunRow.id.desc())
+        if visible_to is not None:
+            q = q.where(or_(RunRow.account.is_(None), RunRow.account == visible_to))
+        if status is not None:
+            q = q.where(RunRow.status == status)
+        with self._read() as s:
+            rows = s.scalars(q).all()
+        return [_run_record(r) for r in rows]
 
     @staticmethod
     def _require_role(session: Session, user: str | User, *roles: str) -> User:
@@ -336,9 +666,23 @@ class Store:
         s.flush()
         return row
 
-    def audit_rows(self) -> list[AuditEntry]:
+    def audit_rows(self, *, actor: str | None = None, action: str | None = None,
+                   entity: str | None = None, entity_id: str | None = None,
+                   row_id: int | None = None, limit: int | None = None,
+                   offset: int = 0) -> list[AuditEntry]:
+        """Audit rows in id order, filtered and paged in SQL."""
+        q = select(AuditRow).order_by(AuditRow.id)
+        for column, value in ((AuditRow.actor, actor), (AuditRow.action, action),
+                              (AuditRow.entity, entity), (AuditRow.entity_id, entity_id),
+                              (AuditRow.id, row_id)):
+            if value is not None:
+                q = q.where(column == value)
+        if offset:
+            q = q.offset(offset)
+        if limit is not None:
+            q = q.limit(limit)
         with self._read() as s:
-            rows = s.scalars(select(AuditRow).order_by(AuditRow.id)).all()
+            rows = s.scalars(q).all()
         return [AuditEntry(**{k: getattr(r, k) for k in (*AUDIT_FIELDS, "prev_hash", "hash")})
                 for r in rows]
 

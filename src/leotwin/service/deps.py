@@ -1,0 +1,130 @@
+"""``Annotated`` dependencies: the store, the settings, the caller and role checks.
+
+Roles: ``admin`` holds every right; ``policy_editor`` changes the policy; ``approver``
+approves changes that breach a contract; ``auditor`` reads the policy and the audit log;
+``customer`` sees and changes only its own account's terminals and runs.
+
+Tenancy (customers): resources of another account are answered 404 when addressed by id
+(the same answer as for an id that does not exist, so existence does not leak); an explicit
+``account`` naming another account (list filter, body field, import row) is refused with 403
+whatever that account is. Every customer list is filtered in the SQL query or the Parquet read.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from ..config import Settings
+from ..store import Store, User
+from ..store.repository import API_TOKEN_PREFIX
+from .problems import ProblemError
+from .security import access_token_subject
+from .state import ServiceState
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False,
+                                     description="a JWT from /api/auth/token or an API token")
+
+
+# Dependencies are ``async def``: FastAPI runs a sync dependency in the thread pool, a hop that
+# costs more than these dependencies themselves under load (the caller's look-up is one indexed
+# query; heavy work stays in sync routes, which run in the thread pool).
+async def get_state(request: Request) -> ServiceState:
+    return request.app.state.leotwin
+
+
+async def get_store(request: Request) -> Store:
+    return request.app.state.leotwin.store
+
+
+async def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.leotwin.settings
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+#: A numeric id in a path (within the databases' 32-bit integer range).
+IntId = Annotated[int, Path(ge=1, le=2_147_483_647)]
+StoreDep = Annotated[Store, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+AUTH_CACHE_S = 2.0
+
+
+def user_of_token(state: ServiceState, token: str) -> User | None:
+    """The user a bearer token (access JWT or API token) stands for, or None.
+
+    A valid answer is remembered for ``AUTH_CACHE_S`` seconds (the token itself is checked
+    again after that: expiry, revocation, the user); this process forgets it at once when a
+    token is revoked through it, another process within ``AUTH_CACHE_S``."""
+    if not token:
+        return None
+    now = time.monotonic()
+    hit = state.auth_cache.get(token)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    if token.startswith(API_TOKEN_PREFIX):
+        user = state.store.api_token_user(token)
+    else:
+        name = access_token_subject(token, state.key)
+        user = None if name is None else state.store.user(name)
+    if user is not None:
+        if len(state.auth_cache) > 10_000:
+            state.auth_cache.clear()
+        state.auth_cache[token] = (now + AUTH_CACHE_S, user)
+    return user
+
+
+async def get_current_user(state: StateDep,
+                           token: Annotated[str | None, Depends(oauth2_scheme)]) -> User:
+    """The caller. Run inline on the event loop: one indexed lookup (a signature check for a
+    JWT, a hash look-up for an API token) costs less than a hop to the thread pool."""
+    if not token:
+        raise ProblemError(401, "not authenticated: send Authorization: Bearer <token>",
+                           headers=_UNAUTHORIZED)
+    user = user_of_token(state, token)
+    if user is None:
+        raise ProblemError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_roles(*roles: str):
+    """A dependency admitting ``admin`` and ``roles``; 403 for any other role."""
+    allowed = {"admin", *roles}
+
+    async def check(user: CurrentUser) -> User:
+        if user.role not in allowed:
+            raise ProblemError(403, f"role {user.role!r} may not do this; it needs "
+                               f"{' or '.join(sorted(allowed))}")
+        return user
+
+    return check
+
+
+AdminUser = Annotated[User, Depends(require_roles())]
+EditorUser = Annotated[User, Depends(require_roles("policy_editor"))]
+StaffUser = Annotated[User, Depends(require_roles("policy_editor", "approver", "auditor"))]
+AuditReader = Annotated[User, Depends(require_roles("auditor"))]
+TerminalWriter = Annotated[User, Depends(require_roles("policy_editor", "customer"))]
+RunCreator = Annotated[User, Depends(require_roles("policy_editor", "customer"))]
+
+
+def tenant(user: User) -> str | None:
+    """The account a caller is confined to (customers), or None (operator staff)."""
+    return user.account if user.role == "customer" else None
+
+
+def check_account_filter(user: User, account: str | None) -> str | None:
+    """The account to filter on: a customer's own (403 if it names another), else ``account``."""
+    own = tenant(user)
+    if own is None:
+        return account
+    if account is not None and account != own:
+        raise ProblemError(403, "a customer may only use its own account")
+    return own

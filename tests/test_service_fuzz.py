@@ -1,0 +1,72 @@
+"""Schemathesis (v4) against the service's own OpenAPI schema, authenticated as an admin:
+a bounded number of generated requests per operation; no 500s, and every response conforms
+to the schema (status code, content type, body).
+
+``POST /api/runs`` and the counterfactual rerun are left out: they start simulations (covered
+by tests/test_service_runs.py); everything else is fuzzed, writes included. The app is built
+when this module is collected (schemathesis needs the schema to parametrize; its
+fixture-based loader does not work with this pytest), on a SQLite store in a temporary
+directory removed at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.config import SchemathesisConfig
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance]
+
+
+def _build():
+    from argon2 import PasswordHasher
+
+    from conftest import seed_service_store
+    from leotwin.config import Settings
+    from leotwin.service import create_app
+    from leotwin.store import Store, repository
+
+    root = Path(tempfile.mkdtemp(prefix="leotwin-fuzz-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    settings = Settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'db'}",
+                        max_upload_bytes=64 * 1024)
+    with pytest.MonkeyPatch.context() as mp, Store.open(settings.database_url) as store:
+        mp.setattr(repository, "_HASHER",
+                   PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+        seed_service_store(store)
+        _, token = store.create_api_token("root", "fuzz")
+    app = create_app(settings)
+    atexit.register(app.state.leotwin.store.close)
+    return app, {"Authorization": f"Bearer {token}"}
+
+
+# Bounded: the deterministic coverage phase (boundary and invalid values per parameter) is off
+# to keep the suite fast; the examples and fuzzing phases run max_examples cases per operation.
+CONFIG = SchemathesisConfig.from_str(os.environ.get("LEOTWIN_FUZZ_CONFIG", """
+[phases.coverage]
+enabled = false
+"""))
+APP, ADMIN = _build()
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG).exclude(
+    method="POST", path_regex=r"^/api/runs(/\{run_id\}/counterfactual)?$")
+
+
+@schema.parametrize()
+@settings(max_examples=3, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+def test_api_conforms_to_its_schema(case):
+    case.call_and_validate(headers=ADMIN, checks=CHECKS)
