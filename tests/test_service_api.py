@@ -296,15 +296,17 @@ def test_geofences_breach_needs_a_second_user(service):
     assert "WGS84" in body["detail"]
     problem(client.post("/api/geofences", json=fence_feature("G-T", action="throttle"),
                         headers=h["ed"]), 422)  # throttle needs max_mbps
-    # while G-HARD cuts the contract, every change previews a breach: each needs approval
+    # G-HARD keeps C-ACME in breach, but a change that leaves C-ACME as it was is not the
+    # change's doing: it needs no approval
     approved = {**h["ed"], "X-Approver-Token": h["ann"]["Authorization"][7:]}
     new = fence_feature("G-SOFT", action="throttle", max_mbps=5)
     body = problem(client.put("/api/geofences/G-SOFT", json=new, headers=approved), 422)
     assert "overlaps" in body["detail"]  # check_overlaps: same specificity as G-HARD
     new["properties"]["scope"] = {"accounts": ["globex"]}
-    problem(client.put("/api/geofences/G-SOFT", json=new, headers=h["ed"]), 409)
-    r = client.put("/api/geofences/G-SOFT", json=new, headers=approved)
+    r = client.put("/api/geofences/G-SOFT", json=new, headers=h["ed"])
     assert r.status_code == 200, r.text
+    assert r.json()["approver"] is None and r.json()["preview"]["breach"] is False
+    assert r.json()["preview"]["contracts"][0]["breach"]  # still in breach, as before
     assert r.json()["item"]["properties"]["max_mbps"] == 5
     problem(client.put("/api/geofences/G-SOFT", json=fence_feature("OTHER"), headers=approved),
             422)

@@ -39,7 +39,11 @@ class Preview:
 
     @property
     def breaches(self) -> pd.DataFrame:
-        return self.contracts[self.contracts["breach"]]
+        """Contracts this change puts in breach or deepens the breach of. A contract already in
+        breach that the change leaves as it was is not the change's doing: it does not need
+        an approval again for every later, unrelated change."""
+        c = self.contracts
+        return c[c["breach"] & (c["after_pct"] < c["before_pct"])]
 
     def summary(self) -> str:
         lost = float(self.terminals["hours_lost"].sum())

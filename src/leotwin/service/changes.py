@@ -64,7 +64,7 @@ def preview_public(p: Preview) -> PreviewPublic:
         terminal_hours_lost=float(terms["hours_lost"].sum()),
         terminal_hours_gained=float(terms["hours_gained"].sum()),
         credits_owed=float(contracts.loc[contracts["breach"], "credit_owed"].sum()),
-        breach=bool(contracts["breach"].any()),
+        breach=not p.breaches.empty,  # the change causes or deepens one: needs an approver
         terminals=[{"terminal": str(r.terminal), "account": str(r.account),
                     "hours_lost": float(r.hours_lost), "hours_gained": float(r.hours_gained)}
                    for r in changed.itertuples()],
