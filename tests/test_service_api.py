@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 
+from conftest import SERVICE_PASSWORD
 from leotwin.store import Store
 
 SQUARE_KYIV = {"type": "Polygon", "coordinates": [[[30.0, 50.0], [31.0, 50.0], [31.0, 51.0],
@@ -20,6 +22,16 @@ def problem(r, status: int) -> dict:
     body = r.json()
     assert body["status"] == status and body["title"] and "errors" in body
     return body
+
+
+def approve(client, h, refused: dict, approver: str = "ann", reason: str = "approved") -> str:
+    """Approve the pending change of a 409 answer as ``approver``; its ``change_id``."""
+    cid = refused["change_id"]
+    r = client.post(f"/api/policy/changes/{cid}/approve", json={"reason": reason},
+                    headers=h[approver])
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "approved" and r.json()["approver"] == approver
+    return cid
 
 
 def api_routes(client) -> list[tuple[str, str]]:
@@ -53,7 +65,7 @@ def test_login_tokens_and_me(service):
     problem(client.post("/api/auth/token", data={"username": "ghost", "password": "whatever"}),
             401)
     assert client.get("/api/users/me", headers=h["cathy"]).json() == {
-        "name": "cathy", "role": "customer", "account": "acme"}
+        "name": "cathy", "role": "customer", "account": "acme", "disabled": False}
     r = client.post("/api/auth/api-tokens", json={"name": "script", "expires_days": 30},
                     headers=h["ed"])
     assert r.status_code == 201
@@ -96,12 +108,59 @@ def test_users_admin_only(service):
     assert body["errors"][0]["field"] == "role"
     assert client.get("/api/users/cathy", headers=h["cathy"]).status_code == 200
     problem(client.get("/api/users/gus", headers=h["cathy"]), 404)
-    assert client.put("/api/users/cathy/password", json={"password": "another long one"},
-                      headers=h["cathy"]).status_code == 204
-    assert client.post("/api/auth/token", data={"username": "cathy",
-                                                "password": "another long one"}).status_code == 200
     problem(client.put("/api/users/gus/password", json={"password": "another long one"},
                        headers=h["cathy"]), 404)
+    # one's own password: only with the current one; older access tokens become void
+    problem(client.put("/api/users/cathy/password", json={"password": "another long one"},
+                       headers=h["cathy"]), 403)
+    problem(client.put("/api/users/cathy/password", json={
+        "password": "another long one", "current_password": "wrong wrong"},
+        headers=h["cathy"]), 403)
+    assert client.put("/api/users/cathy/password", json={
+        "password": "another long one", "current_password": SERVICE_PASSWORD},
+        headers=h["cathy"]).status_code == 204
+    problem(client.get("/api/users/me", headers=h["cathy"]), 401)
+    assert client.post("/api/auth/token", data={"username": "cathy",
+                                                "password": "another long one"}).status_code == 200
+
+
+def test_admin_disables_users_and_revokes_tokens(service):
+    """S7: an admin disables a user (every token refused at once), changes roles, revokes
+    anyone's API token; API tokens expire after 90 days by default, 365 at most."""
+    client, h = service
+    tok = client.post("/api/auth/api-tokens", json={"name": "t"}, headers=h["cathy"]).json()
+    days = (datetime.fromisoformat(tok["expires_at"]) - datetime.now(UTC)).days
+    assert 88 <= days <= 90
+    problem(client.post("/api/auth/api-tokens", json={"name": "t", "expires_days": 400},
+                        headers=h["cathy"]), 422)
+    api = {"Authorization": f"Bearer {tok['token']}"}
+    assert client.get("/api/users/me", headers=api).status_code == 200
+    assert {t["user"] for t in client.get("/api/auth/api-tokens?all_users=true",
+                                          headers=h["root"]).json()} == {"cathy"}
+    problem(client.get("/api/auth/api-tokens?all_users=true", headers=h["ed"]), 403)
+    assert client.delete(f"/api/auth/api-tokens/{tok['id']}",
+                         headers=h["root"]).status_code == 204
+    problem(client.get("/api/users/me", headers=api), 401)
+    tok = client.post("/api/auth/api-tokens", json={"name": "t2"}, headers=h["gus"]).json()
+    api = {"Authorization": f"Bearer {tok['token']}"}
+    problem(client.patch("/api/users/gus", json={"disabled": True}, headers=h["ed"]), 403)
+    r = client.patch("/api/users/gus", json={"disabled": True}, headers=h["root"])
+    assert r.status_code == 200 and r.json()["disabled"] is True
+    problem(client.get("/api/users/me", headers=h["gus"]), 401)
+    problem(client.get("/api/users/me", headers=api), 401)
+    problem(client.post("/api/auth/token", data={"username": "gus",
+                                                 "password": SERVICE_PASSWORD}), 401)
+    assert client.patch("/api/users/gus", json={"disabled": False},
+                        headers=h["root"]).status_code == 200
+    problem(client.get("/api/users/me", headers=h["gus"]), 401)  # disabling voided it
+    # a role change voids the old tokens too; the last admin cannot be removed
+    assert client.patch("/api/users/ed", json={"role": "auditor"},
+                        headers=h["root"]).json()["role"] == "auditor"
+    problem(client.get("/api/users/me", headers=h["ed"]), 401)
+    problem(client.delete("/api/users/root", headers=h["root"]), 422)
+    assert client.delete("/api/users/aud", headers=h["root"]).json()["disabled"] is True
+    problem(client.patch("/api/users/ghost", json={"disabled": True}, headers=h["root"]), 404)
+    assert client.app.state.leotwin.store.verify_audit().ok
 
 
 def test_terminals_are_filtered_by_account_in_the_query(service):
@@ -126,16 +185,34 @@ def test_terminal_changes_are_audited_versions(service):
     client, h = service
     store: Store = client.app.state.leotwin.store
     audit_before = len(store.audit_rows())
-    r = client.post("/api/terminals", json={"id": "A-3", "account": "acme", "plan": "std",
-                                            "lat_deg": 50.5, "lon_deg": 30.4},
+    # a customer writes only serial and kind; its new terminal waits (standby, unregistered)
+    body = problem(client.post("/api/terminals", json={
+        "id": "A-3", "account": "acme", "plan": "std", "lat_deg": 50.5, "lon_deg": 30.4},
+        headers=h["cathy"]), 403)
+    assert {e["field"] for e in body["errors"]} == {"plan", "lat_deg", "lon_deg"}
+    r = client.post("/api/terminals", json={"id": "A-3", "account": "acme", "serial": "S3"},
                     headers={**h["cathy"], "X-Change-Reason": "new site"})
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["version"] == 2 and body["author"] == "cathy" and body["reason"] == "new site"
     assert body["item"]["id"] == "A-3" and body["preview"]["breach"] is False
+    assert body["item"]["status"] == "standby" and body["item"]["registered"] is False
     rows = store.audit_rows()
     assert len(rows) == audit_before + 1 and rows[-1].actor == "cathy"
     assert rows[-1].action == "policy.record" and rows[-1].entity_id == "2"
+    for upd in ({"status": "active"}, {"plan": "std"}, {"registered": True},
+                {"lat_deg": 50.5}):
+        problem(client.patch("/api/terminals/A-3", json=upd, headers=h["cathy"]), 403)
+    assert client.patch("/api/terminals/A-3", json={"serial": "S3b"},
+                        headers=h["cathy"]).status_code == 200
+    r = client.patch("/api/terminals/A-3", json={"status": "active", "plan": "std",
+                                                 "registered": True, "lat_deg": 50.5,
+                                                 "lon_deg": 30.4}, headers=h["ed"])
+    assert r.status_code == 200, r.text
+    # no existence oracle: another account's id is answered like any unavailable id
+    taken = problem(client.post("/api/terminals", json={"id": "G-1", "account": "acme"},
+                                headers=h["cathy"]), 403)
+    assert "G-1" not in taken["detail"] and "globex" not in str(taken)
     # cross-tenant writes
     problem(client.post("/api/terminals", json={"id": "X-1", "account": "globex"},
                         headers=h["cathy"]), 403)
@@ -161,12 +238,15 @@ def test_terminal_changes_are_audited_versions(service):
     problem(client.post("/api/terminals", json={"id": "A-1", "account": "acme"},
                         headers=h["ed"]), 409)
     # suspending a contracted terminal cuts the contract's availability: the guard asks for
-    # an approver, as for any other breaching change
+    # an approver, as for any other breaching change (a customer may not change the status)
+    problem(client.patch("/api/terminals/A-3", json={"status": "suspended"},
+                         headers=h["cathy"]), 403)
     body = problem(client.patch("/api/terminals/A-3", json={"status": "suspended"},
-                                headers=h["cathy"]), 409)
+                                headers=h["ed"]), 409)
     assert body["preview"]["contracts_affected"] == ["C-ACME"]
+    cid = approve(client, h, body)
     r = client.patch("/api/terminals/A-3", json={"status": "suspended"},
-                     headers={**h["cathy"], "X-Approver-Token": h["ann"]["Authorization"][7:]})
+                     headers={**h["ed"], "X-Approval-Id": cid})
     assert r.status_code == 200, r.text
     assert r.json()["item"]["status"] == "suspended" and r.json()["approver"] == "ann"
     assert client.get("/api/terminals?status=suspended", headers=h["cathy"]).json()[0]["id"] == \
@@ -174,8 +254,8 @@ def test_terminal_changes_are_audited_versions(service):
     assert client.delete("/api/terminals/A-3", headers=h["cathy"]).status_code == 200
     assert [t["id"] for t in client.get("/api/terminals", headers=h["cathy"]).json()] == [
         "A-1", "A-2"]
-    assert len(store.history().versions) == 4 and store.verify_audit().ok
-    assert store.audit_rows()[-2].action == "policy.approve"
+    assert len(store.history().versions) == 6 and store.verify_audit().ok
+    assert store.audit_rows()[-2].action == "policy.approval_used"
 
 
 def test_accounts_plans_contracts_service_areas(service):
@@ -225,7 +305,20 @@ def test_accounts_plans_contracts_service_areas(service):
     assert client.patch("/api/contracts/C-GLOBEX", json={"price": 5},
                         headers=h["ed"]).json()["item"]["price"] == 5
     assert client.get("/api/contracts/C-GLOBEX", headers=h["ann"]).json()["account"] == "globex"
-    assert client.delete("/api/contracts/C-GLOBEX", headers=h["ed"]).status_code == 200
+    # deleting or weakening a contract in term needs an approval (S2); strengthening does not
+    for weaker in ({"committed_availability_pct": 80}, {"term_end": "2029-01-01T00:00:00Z"},
+                   {"covered_area": {"type": "Polygon", "coordinates": [[
+                       [30.0, 50.0], [30.5, 50.0], [30.5, 51.0], [30.0, 51.0], [30.0, 50.0]]]}}):
+        body = problem(client.patch("/api/contracts/C-GLOBEX", json=weaker, headers=h["ed"]),
+                       409)
+        assert body["preview"]["weakened_contracts"][0]["contract"] == "C-GLOBEX"
+    assert client.patch("/api/contracts/C-GLOBEX", json={"committed_availability_pct": 95},
+                        headers=h["ed"]).status_code == 200
+    body = problem(client.delete("/api/contracts/C-GLOBEX", headers=h["ed"]), 409)
+    assert body["preview"]["breach"] and "deleted" in body["detail"]
+    cid = approve(client, h, body)
+    assert client.delete("/api/contracts/C-GLOBEX", headers={
+        **h["ed"], "X-Approval-Id": cid}).status_code == 200
 
     r = client.post("/api/service-areas", json={"id": "licensed", "countries": ["UKR", "POL"]},
                     headers=h["ed"])
@@ -269,22 +362,23 @@ def test_geofences_breach_needs_a_second_user(service):
     assert body["preview"]["breach"] and body["preview"]["contracts_affected"] == ["C-ACME"]
     assert body["preview"]["credits_owed"] > 0
     assert len(store.history().versions) == n_versions + 1
-    # the author cannot approve their own change; an auditor is not an approver
-    body = problem(client.post("/api/geofences", json=hard,
-                               headers={**h["ed"], "X-Approver-Token":
-                                        h["ed"]["Authorization"][7:]}), 409)
-    assert "author" in body["detail"]
-    problem(client.post("/api/geofences", json=hard, headers={
-        **h["ed"], "X-Approver-Token": h["aud"]["Authorization"][7:]}), 409)
-    problem(client.post("/api/geofences", json=hard, headers={
-        **h["ed"], "X-Approver-Token": "garbage"}), 409)
-    r = client.post("/api/geofences", json=hard, headers={
-        **h["ed"], "X-Approver-Token": h["ann"]["Authorization"][7:],
-        "X-Approval-Reason": "operational security"})
+    # the author cannot approve their own change; an auditor is not an approver; an
+    # unapproved or unknown change id is no approval
+    cid = body["change_id"]
+    problem(client.post(f"/api/policy/changes/{cid}/approve", json={"reason": "me"},
+                        headers=h["aud"]), 403)
+    problem(client.post("/api/geofences", json=hard, headers={**h["ed"], "X-Approval-Id": cid}),
+            409)
+    problem(client.post("/api/geofences", json=hard,
+                        headers={**h["ed"], "X-Approval-Id": "garbage"}), 409)
+    r = client.post("/api/geofences", json=hard, headers=h["ed"])
+    cid = approve(client, h, problem(r, 409), reason="operational security")
+    r = client.post("/api/geofences", json=hard, headers={**h["ed"], "X-Approval-Id": cid})
     assert r.status_code == 201 and r.json()["approver"] == "ann"
     rows = store.audit_rows()
-    assert [x.action for x in rows[-2:]] == ["policy.record", "policy.approve"]
-    assert rows[-1].actor == "ann" and rows[-1].reason == "operational security"
+    assert [x.action for x in rows[-3:]] == ["policy.approve", "policy.record",
+                                             "policy.approval_used"]
+    assert rows[-3].actor == "ann" and rows[-3].reason == "operational security"
     # bad geometry and wrong CRS are named
     bad = fence_feature("G-BAD")
     bad["geometry"] = {"type": "Polygon", "coordinates": [[[30, 50], [31, 50], [31, 51]]]}
@@ -298,7 +392,7 @@ def test_geofences_breach_needs_a_second_user(service):
                         headers=h["ed"]), 422)  # throttle needs max_mbps
     # G-HARD keeps C-ACME in breach, but a change that leaves C-ACME as it was is not the
     # change's doing: it needs no approval
-    approved = {**h["ed"], "X-Approver-Token": h["ann"]["Authorization"][7:]}
+    approved = h["ed"]
     new = fence_feature("G-SOFT", action="throttle", max_mbps=5)
     body = problem(client.put("/api/geofences/G-SOFT", json=new, headers=approved), 422)
     assert "overlaps" in body["detail"]  # check_overlaps: same specificity as G-HARD
@@ -338,8 +432,8 @@ def test_policy_preview_apply_versions_history(service):
     refused = problem(client.post("/api/policy/apply", json={**change, "reason": "cut"},
                                   headers=h["ed"]), 409)
     assert refused["preview"] == prev
-    ok = client.post("/api/policy/apply", json={**change, "reason": "cut",
-                                                "approver_token": h["root"]["Authorization"][7:]},
+    cid = approve(client, h, refused, approver="root")
+    ok = client.post("/api/policy/apply", json={**change, "reason": "cut", "approval_id": cid},
                      headers=h["ed"])
     assert ok.status_code == 201, ok.text
     assert ok.json()["version"] == 2 and ok.json()["approver"] == "root"
@@ -376,9 +470,11 @@ def test_explain_as_of_and_tenancy(service):
     change = {"add_geofences": [{"id": "G-KYIV", "action": "deny", "geometry": SQUARE_KYIV,
                                  "reason": "front line", "override_contracts": True,
                                  "valid_from": "2022-10-02T00:00:00Z"}],
-              "step_s": 3600, "reason": "restrict",
-              "approver_token": h["ann"]["Authorization"][7:]}
-    assert client.post("/api/policy/apply", json=change, headers=h["ed"]).status_code == 201
+              "step_s": 3600, "reason": "restrict"}
+    cid = approve(client, h, problem(client.post("/api/policy/apply", json=change,
+                                                 headers=h["ed"]), 409))
+    assert client.post("/api/policy/apply", json={**change, "approval_id": cid},
+                       headers=h["ed"]).status_code == 201
     r = client.get("/api/explain/A-1?at=2022-10-05T12:00:00Z", headers=h["cathy"])
     assert r.status_code == 200, r.text
     e = r.json()

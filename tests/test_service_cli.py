@@ -58,6 +58,9 @@ def test_user_add_passwd_list(data_env, capsys, monkeypatch):
         assert store.authenticate("c1", "customer pw 1") is None
         assert store.authenticate("boss", "first password").role == "admin"
         assert store.verify_audit().ok
+        # the audit actor of `user passwd` is the admin running it, not the target (S11)
+        row = store.audit_rows(action="user.password")[-1]
+        assert (row.actor, row.entity_id) == ("boss", "c1")
 
 
 def test_demo_registers_its_run_and_a_demo_user(data_env, capsys, tmp_path):
@@ -78,7 +81,10 @@ def test_demo_registers_its_run_and_a_demo_user(data_env, capsys, tmp_path):
     with Store.open() as store:
         assert [r.out_dir for r in store.runs()] == [str(run_dir)]
         assert store.runs()[0].status == "done" and store.runs()[0].scenario
-        assert store.authenticate("demo", password).role == "admin"
+        # the demo user edits geofences but is no admin (S11); the store's first admin has
+        # no password until one is set
+        assert store.authenticate("demo", password).role == "policy_editor"
+        assert store.user("admin").role == "admin" and store.authenticate("admin", "") is None
         assert len(store.history().versions) == 2  # the flagship's policy history
 
 

@@ -61,11 +61,19 @@ def test_geojson_import_by_a_customer(service):
                          "properties": {"plan": "std"}},
                         {"type": "Feature", "geometry": None,
                          "properties": {"id": "C-2", "kind": "in_motion"}}]}
+    # a customer may not set the plan or the position (operator fields): nothing imported
+    body = problem(upload(client, h["cathy"], "t.geojson", json.dumps(doc),
+                          "application/geo+json"), 403)
+    assert {(e["row"], e["field"]) for e in body["errors"]} == {
+        (1, "plan"), (1, "lat_deg"), (1, "lon_deg")}
+    doc["features"][0] = {"type": "Feature", "id": "C-1", "geometry": None,
+                          "properties": {"serial": "SN-1"}}
     r = upload(client, h["cathy"], "t.geojson", json.dumps(doc), "application/geo+json")
     assert r.status_code == 201, r.text
     mine = {t["id"]: t for t in client.get("/api/terminals", headers=h["cathy"]).json()}
-    assert mine["C-1"]["account"] == "acme" and mine["C-1"]["lon_deg"] == 30.3
+    assert mine["C-1"]["account"] == "acme" and mine["C-1"]["serial"] == "SN-1"
     assert mine["C-2"]["lat_deg"] is None and mine["C-2"]["kind"] == "in_motion"
+    assert mine["C-1"]["status"] == "standby" and mine["C-1"]["registered"] is False
 
 
 def test_csv_with_one_bad_row_imports_nothing(service):

@@ -4,14 +4,19 @@ until done, its results as the run directory says, and tenancy of runs and outag
 from __future__ import annotations
 
 import io
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from leotwin.analytics.report import report_tables_streamed
 from leotwin.analytics.runio import read_run
+from leotwin.service import results
 from leotwin.service.results import STATES
 
 WINDOW = {"start": "2022-10-05T10:00:00Z", "stop": "2022-10-05T10:02:00Z"}
@@ -36,10 +41,10 @@ def wait_done(client, headers, run_id: int, timeout_s: float = 240.0) -> dict:
 
 def expected_state(served: np.ndarray, cause: np.ndarray) -> np.ndarray:
     return np.where(served, np.where(cause != "", "degraded", "served"),
-                    np.where(np.isin(cause, STATES), cause, "no_coverage"))
+                    np.where(np.isin(cause, STATES), cause, "unattributed"))
 
 
-def test_run_through_the_api(service):
+def test_run_through_the_api(service, monkeypatch):
     client, h = service
     store = client.app.state.leotwin.store
     store.add_user("armyc", "customer", account="army", actor="root",
@@ -81,7 +86,7 @@ def test_run_through_the_api(service):
         problem(client.get(f"/api/runs/{rid}{path}", headers=h["gus"]), 404)
     problem(client.post(f"/api/runs/{rid}/counterfactual",
                         json={"without": ["geofence:occupied-2022-08-31"]}, headers=h["gus"]),
-            404)
+            403)  # counterfactual reruns are operator staff's
     assert [x["id"] for x in client.get("/api/runs", headers=h["root"]).json()] == [rid]
 
     # --- frames and terminals: the caller's columns only, codes as the timeline says
@@ -104,9 +109,23 @@ def test_run_through_the_api(service):
     assert len(everything["terminals"]) == len(tables["terminals"])
     assert client.get(f"/api/runs/{rid}/frames?every=2", headers=army).json()["times"] == [
         frames["times"][0], frames["times"][2]]
+    # (S8) above the cell limit: 413 naming `every` and the least value that fits
+    monkeypatch.setattr(results, "MAX_FRAME_CELLS", 2 * len(army_ids))
+    body = problem(client.get(f"/api/runs/{rid}/frames?start={WINDOW['start']}",
+                              headers=army), 413)
+    assert body["errors"][0]["field"] == "every" and "at least 2" in body["errors"][0]["msg"]
+    assert len(client.get(f"/api/runs/{rid}/frames?every=2&start={WINDOW['start']}",
+                          headers=army).json()["times"]) == 2
+    monkeypatch.undo()
     av = client.get(f"/api/runs/{rid}/availability", headers=army).json()
     total = np.sum([av["fractions"][s] for s in STATES], axis=0)
     assert np.allclose(total, 1.0) and av["times"] == frames["times"]
+    # (C1) one classification: the API's availability is the report's, state by state
+    report = report_tables_streamed(store.get_run(rid).out_dir)["availability"]
+    every_av = client.get(f"/api/runs/{rid}/availability", headers=h["aud"]).json()
+    for s in STATES:
+        assert np.allclose(np.array(every_av["fractions"][s]) * 100.0,
+                           report[f"{s}_pct"].to_numpy(), atol=1e-3), s
 
     # --- one terminal, outages, summary
     policy_cut = tl[(tl["cause"] == "policy") & (tl["account"] == "army")]["terminal"]
@@ -148,11 +167,29 @@ def test_run_through_the_api(service):
     problem(client.post("/api/runs", json={"run_dir": "relative/dir"}, headers=h["root"]), 422)
     problem(client.post("/api/runs", json={"run_dir": "/nonexistent/run"}, headers=h["root"]),
             422)
-    shared = client.post("/api/runs", json={"run_dir": store.get_run(rid).out_dir,
+    # (S11) a directory registered already, or outside the runs directory and
+    # LEOTWIN_RUN_ROOTS (also through .. or a symlink), is refused
+    out_dir = Path(store.get_run(rid).out_dir)
+    problem(client.post("/api/runs", json={"run_dir": str(out_dir)}, headers=h["root"]), 409)
+    outside = Path(tempfile.mkdtemp(prefix="leotwin-outside-"))
+    try:
+        shutil.copytree(out_dir, outside / "run")
+        problem(client.post("/api/runs", json={"run_dir": str(outside / "run")},
+                            headers=h["root"]), 422)
+        escape = out_dir.parent / ".." / ".." / outside.name / "run"
+        problem(client.post("/api/runs", json={"run_dir": str(escape)}, headers=h["root"]), 422)
+        (out_dir.parent / "link").symlink_to(outside / "run")
+        problem(client.post("/api/runs", json={"run_dir": str(out_dir.parent / "link")},
+                            headers=h["root"]), 422)
+    finally:
+        shutil.rmtree(outside)
+    shutil.copytree(out_dir, out_dir.parent / "shared-copy")
+    shared = client.post("/api/runs", json={"run_dir": str(out_dir.parent / "shared-copy"),
                                             "name": "registered"}, headers=h["root"])
-    assert shared.status_code == 202 and shared.json()["status"] == "done"
+    assert shared.status_code == 201 and shared.json()["status"] == "done"
     sid = shared.json()["id"]
     assert shared.json()["scenario"]  # read from the run's progress file
+    assert "/" not in client.get(f"/api/runs/{sid}", headers=army).json()["scenario"]
     assert client.get(f"/api/runs/{sid}", headers=h["gus"]).json()["n_terminals"] == 0
     assert client.get(f"/api/runs/{sid}/frames", headers=h["gus"]).json()["terminals"] == []
     assert client.get(f"/api/runs/{sid}/outages", headers=h["gus"]).json() == []
@@ -160,13 +197,46 @@ def test_run_through_the_api(service):
 
     if store.dialect == "sqlite":  # the rerun is backend-independent: once is enough
         problem(client.post(f"/api/runs/{rid}/counterfactual", json={"without": ["bogus"]},
-                            headers=army), 422)
+                            headers=h["ed"]), 422)
+        body = problem(client.post(f"/api/runs/{rid}/counterfactual", json={
+            "without": ["geofence:occupied-2022-08-31", "jammer:nope"]}, headers=h["ed"]), 422)
+        assert [(e["row"], e["field"]) for e in body["errors"]] == [(1, "without")]
+        assert "jammer:nope" in body["detail"]
+        problem(client.post(f"/api/runs/{rid}/counterfactual", json={
+            "without": ["geofence:occupied-2022-08-31"]}, headers=army), 403)
         cf = client.post(f"/api/runs/{rid}/counterfactual",
-                         json={"without": ["geofence:occupied-2022-08-31"]}, headers=army)
+                         json={"without": ["geofence:occupied-2022-08-31"]}, headers=h["ed"])
         assert cf.status_code == 200, cf.text
         cf = cf.json()
-        assert [a["key"] for a in cf["by_account"]] == ["army"]
+        by = {a["key"]: a["hours_restored"] for a in cf["by_account"]}
         policy_steps = int(((sub["cause"] == "policy") & ~sub["served"]).sum())
-        assert cf["hours_restored"] > 0.5 * policy_steps / 60
+        assert by["army"] > 0.5 * policy_steps / 60
         assert sum(a["hours_restored"] for a in cf["by_area"]) == pytest.approx(
             cf["hours_restored"])
+
+
+def test_queued_runs_are_capped_and_cancellable(service):
+    """S8: a user has at most LEOTWIN_MAX_ACTIVE_RUNS_PER_USER runs queued or running; a
+    queued run is cancelled with DELETE (by its creator or an admin), a started one is not."""
+    from concurrent.futures import Future
+
+    client, h = service
+    store, runs = client.app.state.leotwin.store, client.app.state.leotwin.runs
+    ids = []
+    for k in range(2):
+        r = store.create_run(name=f"q{k}", out_dir=f"/nonexistent/q{k}", created_by="cathy",
+                             account="acme")
+        runs.futures[r.id] = Future()  # queued: not started by the worker
+        ids.append(r.id)
+    body = problem(client.post("/api/runs", json={"scenario": "ukraine-2022-10", **WINDOW},
+                               headers=h["cathy"]), 429)
+    assert "at most 2" in body["detail"]
+    problem(client.delete(f"/api/runs/{ids[0]}", headers=h["gus"]), 404)
+    problem(client.delete(f"/api/runs/{ids[0]}", headers=h["ed"]), 403)
+    r = client.delete(f"/api/runs/{ids[0]}", headers=h["cathy"])
+    assert r.status_code == 200 and r.json()["status"] == "failed"
+    assert "cancelled by cathy" in r.json()["error"]
+    problem(client.delete(f"/api/runs/{ids[0]}", headers=h["cathy"]), 409)
+    runs.futures[ids[1]].set_running_or_notify_cancel()  # the worker took it
+    store.update_run(ids[1], status="running")
+    problem(client.delete(f"/api/runs/{ids[1]}", headers=h["root"]), 409)

@@ -112,6 +112,8 @@ def _demo_flagship(args, out: Console, err: Console) -> None:
 
 
 DEMO_USER = "demo"
+DEMO_ROLE = "policy_editor"
+DEMO_ADMIN = "admin"
 DEMO_PASSWORD_FILE = "demo-password"
 
 
@@ -120,15 +122,24 @@ def _demo_password(data_dir: Path) -> str:
     directory (demo only: never used for a store other than the default local one)."""
     import secrets
 
+    from .service.security import private_dir
+
     path = data_dir / DEMO_PASSWORD_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    private_dir(data_dir)
+    if path.exists():
         return path.read_text(encoding="utf-8").strip()
     password = "demo-" + secrets.token_urlsafe(9)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(password + "\n")
+    tmp = path.with_name(f".{DEMO_PASSWORD_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(password + "\n")
+        try:
+            os.link(tmp, path)  # written whole, then linked: never read half-written
+        except FileExistsError:
+            return path.read_text(encoding="utf-8").strip()
+    finally:
+        tmp.unlink(missing_ok=True)
     return password
 
 
@@ -149,9 +160,12 @@ def _demo_dashboard(run_dir: Path, out: Console, err: Console) -> None:
     with Store.open(settings.database_url) as store:
         admin = next((u.name for u in store.users() if u.role == "admin"), None)
         if local and store.user(DEMO_USER) is None:
-            store.add_user(DEMO_USER, "admin", actor=admin or DEMO_USER,
+            if admin is None:  # the first user must be an admin: one without a password
+                admin = DEMO_ADMIN  # (it cannot log in until `leotwin user passwd` sets one)
+                store.add_user(admin, "admin", actor=admin)
+            # the demo edits geofences and reads runs: policy_editor, never admin
+            store.add_user(DEMO_USER, DEMO_ROLE, actor=admin,
                            password=_demo_password(settings.data_dir))
-            admin = admin or DEMO_USER
         if store.current() is None:
             sc = load_scenario(flagship_path(), overrides={"time": {"start": DEMO_WINDOW[0],
                                                                     "stop": DEMO_WINDOW[1]}})
@@ -358,7 +372,9 @@ def cmd_user_passwd(args, out: Console, err: Console) -> int:
     if not password:
         raise UserError("no password given")
     with Store.open(args.db) as store:
-        actor = args.as_user or args.name
+        actor = args.as_user
+        if actor is None:  # the admin running it (the store's first admin), never the target
+            actor = next((u.name for u in store.users() if u.role == "admin"), args.name)
         store.set_password(args.name, password, actor=actor)
     out.print(f"password of {args.name} set", markup=False, highlight=False)
     return 0

@@ -21,7 +21,7 @@ from .policy.models import (
     Terminal,
     load_policy,
 )
-from .policy.preview import guard, preview_change
+from .policy.preview import guard, guarded_preview, preview_change
 from .timescale import to_utc_datetime64
 
 
@@ -119,12 +119,12 @@ def cmd_policy_apply(args, out: Console, err: Console) -> int:
     check_overlaps(change)
     with _store(args) as store:
         store.require_role(args.as_user, "policy_editor", "admin")
-        p = preview_change(store.current(), change, _window(args, change), step_s=args.step)
+        p = guarded_preview(store.current(), change, _window(args, change), step_s=args.step)
         approver = store.user(args.approve_as) if args.approve_as else None
         guard(p, author=args.as_user, approver=args.approve_as,
               approver_role=approver.role if approver else None,
               approval_reason=args.approval_reason)
-        approved = not p.breaches.empty
+        approved = p.needs_approval
         v = store.record_policy(change, author=args.as_user, reason=args.reason,
                                 recorded_at=_utc(args.at) if args.at else None,
                                 approver=args.approve_as if approved else None,

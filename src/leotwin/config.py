@@ -7,7 +7,8 @@ SQLite file in ``$LEOTWIN_DATA_DIR`` or the XDG data directory
 The REST service (:mod:`leotwin.service`) also reads ``LEOTWIN_SECRET_KEY`` (signs access
 tokens; without it a random key is generated once per data directory and kept in the 0600 file
 ``<data_dir>/secret_key``), ``LEOTWIN_CORS_ORIGINS`` (comma-separated origins, or a JSON list),
-``LEOTWIN_ACCESS_TOKEN_MINUTES`` and ``LEOTWIN_MAX_UPLOAD_BYTES``.
+``LEOTWIN_ACCESS_TOKEN_MINUTES``, ``LEOTWIN_MAX_UPLOAD_BYTES`` and ``LEOTWIN_RUN_ROOTS``
+(directories besides ``<data_dir>/runs`` whose finished runs an admin may register).
 """
 
 from __future__ import annotations
@@ -44,17 +45,31 @@ class Settings(BaseSettings):
         default_factory=list, description="origins allowed by CORS (comma-separated or JSON)")
     access_token_minutes: int = Field(60, ge=1, le=60 * 24 * 30,
                                       description="lifetime of an OAuth2 access token")
+    run_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="directories (besides <data_dir>/runs) under which "
+        "an admin may register a finished run directory (comma-separated or JSON)")
+    max_active_runs_per_user: int = Field(
+        2, ge=1, le=100, description="runs one user may have queued or running at once")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024,
                                   description="largest accepted upload (terminal import)")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "run_roots", mode="before")
     @classmethod
-    def _origins(cls, value):
+    def _lists(cls, value):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
             return [o.strip() for o in text.split(",") if o.strip()]
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _key_length(cls, value):
+        if value is not None and value.get_secret_value() and \
+                len(value.get_secret_value().encode("utf-8")) < 32:
+            raise ValueError("LEOTWIN_SECRET_KEY must be at least 32 bytes (e.g. "
+                             "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
         return value
 
     @model_validator(mode="after")

@@ -61,6 +61,7 @@ from matplotlib.patches import Patch
 from .intervals import _step_durations_s
 from .runio import iter_timeline, read_manifest, read_run, run_step_hours, timeline_rows
 from .simulate import PRIMARY_ORDER
+from .states import STATES, cause_labels, timeline_states
 
 __all__ = ["REPORT_SECTIONS", "report_tables", "report_tables_streamed", "write_report"]
 
@@ -93,7 +94,7 @@ ASSUMPTIONS_FILE = "assumptions.json"
 
 
 def _cause_label(cause: pd.Series) -> pd.Series:
-    return cause.fillna("").astype(str).replace("", "unattributed")
+    return pd.Series(cause_labels(cause.fillna("").astype(str).to_numpy()), index=cause.index)
 
 
 def _joined(pairs: pd.DataFrame, key: str, value: str) -> pd.Series:
@@ -126,8 +127,7 @@ class _TimelineAggregates:
         rule = tl["rule"].fillna("").astype(str).to_numpy()
         dish_state = tl["dish_state"].astype(str).to_numpy()
         # availability: one category per (time, terminal) row, counted per step
-        category = np.where(served, np.where(cause == "", "served", "degraded"),
-                            np.where(cause == "", "unattributed", cause))
+        category = np.array(STATES)[timeline_states(served, cause)]  # the API's states too
         self._counts.append(pd.crosstab(tl["time"].to_numpy(), category))
         # rules: terminal-hours denied
         denied = ~served & (cause == "policy") & (rule != "")

@@ -15,13 +15,14 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..config import Settings, get_settings
 from ..store import Store
-from .problems import PROBLEM_JSON, install_handlers, problem_response
+from .problems import PROBLEM_JSON, ProblemError, install_handlers, problem_response
 from .results import ResultCache
 from .routers import (
     accounts,
@@ -132,6 +133,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/health", response_model=Health, tags=["health"])
     def health():
         return Health(status="ok", version=__version__, database=store.dialect)
+
+    api_routes = [r for r in app.routes if isinstance(r, APIRoute)]
+
+    @app.api_route("/api/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH",
+                                               "DELETE", "OPTIONS"], include_in_schema=False)
+    async def unknown_api(rest: str):
+        """Any other ``/api`` path: 404 problem details (405 for a known path with another
+        method), never the dashboard's static files."""
+        path = f"/api/{rest}"
+        allowed = sorted({m for r in api_routes if r.path_regex.match(path)
+                          for m in (r.methods or ())})
+        if allowed:
+            raise ProblemError(405, f"{path} allows {', '.join(allowed)}",
+                               headers={"Allow": ", ".join(allowed)})
+        raise ProblemError(404, f"no API route {path}")
 
     if (STATIC_DIR / "index.html").is_file():
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="dashboard")

@@ -1,15 +1,20 @@
 """Every policy change through the API: preview, guard, record — the CLI's sequence.
 
 A change builds the whole proposed :class:`~leotwin.policy.models.Policy` from the latest
-version, previews it with :func:`leotwin.policy.preview.preview_change` over a window, lets
-:func:`leotwin.policy.preview.guard` refuse a contract breach without a second user's approval
-(409 with the preview), and records it with :meth:`leotwin.store.Store.record_policy` (author:
-the caller; the approval gets its own audit row), refusing it if another version was recorded
-meanwhile.
+version and previews it with :func:`leotwin.policy.preview.preview_change` over windows the
+server chooses (:func:`~leotwin.policy.preview.guard_windows`: from max(now, the change's
+earliest valid_from) to the latest contract term end, at most 90 days, availability per 30-day
+period; a caller's window is checked too, never instead). A change that causes or deepens a
+breach, or deletes or weakens a contract, is stored as a *pending change* (proposed policy's
+SHA-256, base version, author, reason, preview; 24 h) and refused with 409 (``preview``,
+``change_id``); after a second user (approver or admin) approves it, its author retries with
+``approval_id`` and :meth:`leotwin.store.Store.record_policy` uses the approval up in the same
+transaction as the new version (refused if another version was recorded meanwhile).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,9 +28,10 @@ from .._common import as_utc
 from ..policy.engine import check_overlaps
 from ..policy.errors import PolicyError
 from ..policy.models import Policy, PolicyVersion
-from ..policy.preview import ChangeRefused, Preview, guard, preview_change
-from ..store import StaleVersion, User
-from .deps import user_of_token
+from ..policy.preview import Preview
+from ..policy.preview import guarded_preview as domain_guarded_preview
+from ..store import ApprovalError, StaleVersion, User
+from .deps import tenant
 from .problems import ErrorItem, ProblemError, policy_error_item
 from .schemas import PreviewPublic
 from .state import ServiceState
@@ -36,19 +42,33 @@ WEEK = timedelta(days=7)
 #: Resource changes (terminals, accounts, plans...) are previewed over a week at this step.
 RESOURCE_STEP_S = 3600.0
 MAX_PREVIEW_STEPS = 20_000
+#: A pending change may be approved and used within this time.
+APPROVAL_TTL = timedelta(hours=24)
 
 
 def _dt(value: np.datetime64) -> datetime:
     return datetime.fromisoformat(str(np.datetime64(value, "us"))).replace(tzinfo=UTC)
 
 
-def preview_public(p: Preview) -> PreviewPublic:
-    """The contract's ``PreviewPublic`` from a :class:`~leotwin.policy.preview.Preview`."""
+def preview_public(p: Preview, *, account: str | None = None) -> PreviewPublic:
+    """The contract's ``PreviewPublic`` from a :class:`~leotwin.policy.preview.Preview`;
+    with ``account`` (a customer's) only that account's terminals, accounts and contracts,
+    and totals over them (nothing about other tenants)."""
     terms = p.terminals
-    changed = terms[(terms["hours_lost"] > 0) | (terms["hours_gained"] > 0)].sort_values(
-        ["hours_lost", "terminal"], ascending=[False, True])
     accounts = p.accounts
     contracts = p.contracts
+    weakened = p.weakened
+    skipped = list(p.skipped_terminals)
+    if account is not None:
+        terms = terms[terms["account"] == account]
+        accounts = accounts[accounts["account"] == account]
+        contracts = contracts[contracts["account"] == account]
+        weakened = weakened[weakened["account"] == account]
+        skipped = []
+    own_breaches = p.breaches if account is None else p.breaches[
+        p.breaches["account"] == account]
+    changed = terms[(terms["hours_lost"] > 0) | (terms["hours_gained"] > 0)].sort_values(
+        ["hours_lost", "terminal"], ascending=[False, True])
     touched = contracts[(contracts["before_pct"] != contracts["after_pct"]) | contracts["breach"]]
 
     def num(x) -> float | None:
@@ -64,7 +84,9 @@ def preview_public(p: Preview) -> PreviewPublic:
         terminal_hours_lost=float(terms["hours_lost"].sum()),
         terminal_hours_gained=float(terms["hours_gained"].sum()),
         credits_owed=float(contracts.loc[contracts["breach"], "credit_owed"].sum()),
-        breach=not p.breaches.empty,  # the change causes or deepens one: needs an approver
+        # the change causes or deepens a breach, or weakens a contract: needs an approver
+        breach=(p.needs_approval if account is None
+                else not (own_breaches.empty and weakened.empty)),
         terminals=[{"terminal": str(r.terminal), "account": str(r.account),
                     "hours_lost": float(r.hours_lost), "hours_gained": float(r.hours_gained)}
                    for r in changed.itertuples()],
@@ -76,7 +98,9 @@ def preview_public(p: Preview) -> PreviewPublic:
                     "after_pct": num(r.after_pct), "breach": bool(r.breach),
                     "breach_hours": float(r.breach_hours), "credit_owed": float(r.credit_owed)}
                    for r in contracts.itertuples()],
-        skipped_terminals=list(p.skipped_terminals))
+        skipped_terminals=skipped,
+        weakened_contracts=[{"contract": str(r.contract), "account": str(r.account),
+                             "change": str(r.change)} for r in weakened.itertuples()])
 
 
 def check_window(start: datetime, end: datetime, step_s: float) -> None:
@@ -111,18 +135,17 @@ class ChangeMeta:
     """Why a resource change is made, and an optional approval (request headers)."""
 
     reason: str | None
-    approver_token: str | None
-    approval_reason: str | None
+    approval_id: str | None
 
 
 async def change_meta(
     x_change_reason: Annotated[str | None, Header(
         max_length=2000, description="reason recorded with the new policy version")] = None,
-    x_approver_token: Annotated[str | None, Header(
-        description="token of a second user (approver or admin) approving a breach")] = None,
-    x_approval_reason: Annotated[str | None, Header(max_length=2000)] = None,
+    x_approval_id: Annotated[str | None, Header(
+        max_length=64, description="the change_id of an approved pending change (a 409 "
+        "answer's change_id, approved by a second user)")] = None,
 ) -> ChangeMeta:
-    return ChangeMeta(x_change_reason, x_approver_token, x_approval_reason)
+    return ChangeMeta(x_change_reason, x_approval_id)
 
 
 @dataclass
@@ -132,54 +155,80 @@ class Applied:
     approver: str | None
 
 
+def policy_sha256(policy: Policy) -> str:
+    """The SHA-256 of a proposed policy's canonical JSON (what an approval is bound to)."""
+    return hashlib.sha256(policy.model_dump_json().encode("utf-8")).hexdigest()
+
+
+def guarded_preview(current: Policy | None, proposed: Policy,
+                    window: tuple[datetime, datetime] | None, step_s: float) -> Preview:
+    """:func:`leotwin.policy.preview.guarded_preview` after checking the caller's window."""
+    if window is not None:
+        check_window(*window, step_s)
+    return domain_guarded_preview(current, proposed, window, step_s=step_s)
+
+
 def apply_change(state: ServiceState, user: User, proposed: Policy, *, base_version: int | None,
                  reason: str, window: tuple[datetime, datetime] | None = None,
-                 step_s: float = RESOURCE_STEP_S, approver_token: str | None = None,
-                 approval_reason: str | None = None) -> Applied:
-    """Preview ``proposed`` against version ``base_version``, guard it, record it."""
+                 step_s: float = RESOURCE_STEP_S, approval_id: str | None = None) -> Applied:
+    """Preview ``proposed`` against version ``base_version``, guard it, record it.
+
+    A change that breaches or weakens a contract is recorded only with ``approval_id``, an
+    approved pending change of this author for exactly this policy and base version; else it
+    is stored as a pending change and refused with 409 (``preview``, ``change_id``)."""
     check_overlaps(proposed)
-    if window is None:
-        start = datetime.now(UTC).replace(microsecond=0)
-        window = (start, start + WEEK)
-    check_window(*window, step_s)
     current = state.policy.current()
     if (None if current is None else current.version) != base_version:
         raise ProblemError(409, "the policy changed while this change was prepared; retry")
-    p = preview_change(None if current is None else current.policy, proposed, window,
-                       step_s=step_s)
-    approver = user_of_token(state, approver_token) if approver_token else None
-    if approver_token and approver is None:
-        log.info("approval token of a change by %s is not valid", user.name)
-    # admin holds every role's rights, so it may approve like an approver
-    role = None if approver is None else ("approver" if approver.role in ("approver", "admin")
-                                          else approver.role)
+    cur_policy = None if current is None else current.policy
+    p = guarded_preview(cur_policy, proposed, window, step_s)
+    sha = policy_sha256(proposed)
+    approver = None
     try:
-        guard(p, author=user.name, approver=None if approver is None else approver.name,
-              approver_role=role, approval_reason=approval_reason or reason)
-    except ChangeRefused as exc:
-        detail = exc.message
-        if approver_token and approver is None:
-            detail = "the approver token is invalid, expired or revoked; " + detail
-        raise ProblemError(409, detail, title="Change breaches a contract",
-                           type_="urn:leotwin:problem:contract-breach",
-                           preview=preview_public(p).model_dump(mode="json")) from None
-    approved = not p.breaches.empty
-    try:
-        v = state.store.record_policy(
-            proposed, author=user.name, reason=reason,
-            approver=approver.name if approved and approver else None,
-            approval_reason=(approval_reason or reason) if approved else None,
-            expected_version=base_version)
+        if not p.needs_approval:
+            v = state.store.record_policy(proposed, author=user.name, reason=reason,
+                                          expected_version=base_version)
+        elif approval_id:
+            v = state.store.record_policy(proposed, author=user.name, reason=reason,
+                                          expected_version=base_version,
+                                          approval_id=approval_id, policy_sha256=sha)
+            ch = state.store.policy_change(approval_id)
+            approver = None if ch is None else ch.approver
+        else:
+            raise _refuse(state, user, p, sha, base_version, reason,
+                          "it breaches or weakens a contract and needs the approval of a "
+                          "second user (approver or admin)")
     except StaleVersion as exc:
         raise ProblemError(409, str(exc)) from None
-    return Applied(v, p, approver.name if approved and approver else None)
+    except ApprovalError as exc:
+        raise _refuse(state, user, p, sha, base_version, reason,
+                      f"the approval is not valid for this change: {exc}") from None
+    return Applied(v, p, approver)
 
 
-def change_result(applied: Applied, item=None) -> dict:
+def _refuse(state: ServiceState, user: User, p: Preview, sha: str, base_version: int | None,
+            reason: str, why: str) -> ProblemError:
+    """Store the change as pending and build its 409 answer."""
+    public = preview_public(p)
+    ch = state.store.create_policy_change(
+        author=user.name, base_version=base_version, policy_sha256=sha, reason=reason,
+        preview_json=public.model_dump_json(), ttl=APPROVAL_TTL)
+    shown = public if tenant(user) is None else preview_public(p, account=tenant(user))
+    log.info("change by %s needs an approval: pending change %s", user.name, ch.id)
+    return ProblemError(
+        409, f"change refused: {why}; a second user may approve pending change {ch.id} "
+        f"(POST /api/policy/changes/{ch.id}/approve), then retry with approval_id. "
+        f"{p.summary()}", title="Change breaches a contract",
+        type_="urn:leotwin:problem:contract-breach", change_id=ch.id,
+        preview=shown.model_dump(mode="json"))
+
+
+def change_result(applied: Applied, item=None, *, account: str | None = None) -> dict:
+    """A resource route's answer; ``account`` (a customer's) confines the preview to it."""
     v = applied.version
     return {"version": v.version, "recorded_at": v.recorded_at, "author": v.author,
             "reason": v.reason, "approver": applied.approver, "item": item,
-            "preview": preview_public(applied.preview)}
+            "preview": preview_public(applied.preview, account=account)}
 
 
 def current_or_empty(state: ServiceState) -> tuple[Policy | None, int | None]:

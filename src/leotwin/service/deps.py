@@ -22,16 +22,16 @@ from ..config import Settings
 from ..store import Store, User
 from ..store.repository import API_TOKEN_PREFIX
 from .problems import ProblemError
-from .security import access_token_subject
+from .security import access_token_claims
 from .state import ServiceState
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False,
                                      description="a JWT from /api/auth/token or an API token")
 
 
-# Dependencies are ``async def``: FastAPI runs a sync dependency in the thread pool, a hop that
-# costs more than these dependencies themselves under load (the caller's look-up is one indexed
-# query; heavy work stays in sync routes, which run in the thread pool).
+# Dependencies without I/O are ``async def`` (no thread-pool hop); any that touches the store
+# is a plain ``def``, which FastAPI runs in the thread pool: a database call on the event loop
+# would stall every other request.
 async def get_state(request: Request) -> ServiceState:
     return request.app.state.leotwin
 
@@ -69,8 +69,12 @@ def user_of_token(state: ServiceState, token: str) -> User | None:
     if token.startswith(API_TOKEN_PREFIX):
         user = state.store.api_token_user(token)
     else:
-        name = access_token_subject(token, state.key)
-        user = None if name is None else state.store.user(name)
+        claims = access_token_claims(token, state.key)
+        user = None if claims is None else state.store.user(claims[0])
+        if user is not None and user.token_version != claims[1]:
+            user = None  # the password changed (or the user was disabled) since it was issued
+    if user is not None and user.disabled:
+        user = None
     if user is not None:
         if len(state.auth_cache) > 10_000:
             state.auth_cache.clear()
@@ -78,10 +82,9 @@ def user_of_token(state: ServiceState, token: str) -> User | None:
     return user
 
 
-async def get_current_user(state: StateDep,
-                           token: Annotated[str | None, Depends(oauth2_scheme)]) -> User:
-    """The caller. Run inline on the event loop: one indexed lookup (a signature check for a
-    JWT, a hash look-up for an API token) costs less than a hop to the thread pool."""
+def get_current_user(state: StateDep,
+                     token: Annotated[str | None, Depends(oauth2_scheme)]) -> User:
+    """The caller (in the thread pool: the look-up may query the store)."""
     if not token:
         raise ProblemError(401, "not authenticated: send Authorization: Bearer <token>",
                            headers=_UNAUTHORIZED)

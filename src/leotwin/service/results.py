@@ -4,10 +4,9 @@ Everything comes from the run directory :mod:`leotwin.analytics.runio` writes; a
 reads are filtered in the Parquet scan (``filters=[("account", "==", acct)]``; the outage
 intervals, which have no account column, by the ids of that account's terminals).
 
-Frame codes (``STATES``): ``served`` — served with no cause; ``degraded`` — served but with a
-cause (throttled by policy, congestion, a jamming slowdown); otherwise the primary cause of the
-outage (:data:`leotwin.analytics.simulate.PRIMARY_ORDER`). An unserved step without a recorded
-cause (no factor present at all) is shown as ``no_coverage``.
+Frame codes and states are :func:`leotwin.analytics.states.timeline_states` (the report's
+too): ``served``, ``degraded``, the primary cause of an outage, or ``unattributed`` (unserved
+without a recorded cause).
 """
 
 from __future__ import annotations
@@ -29,13 +28,32 @@ import pyarrow.parquet as pq
 
 from ..analytics.runio import RUN_FILES, read_manifest, run_step_hours
 from ..analytics.simulate import DISH_STATE
+from ..analytics.states import (
+    STATES,
+    UNATTRIBUTED,
+    availability_by_state,
+    cause_labels,
+    timeline_states,
+)
 
 log = logging.getLogger(__name__)
 
-STATES = ("served", "degraded", "no_coverage", "policy", "satellite_failure", "no_backhaul",
-          "jamming", "congestion")
-_STATE_CODE = {s: k for k, s in enumerate(STATES)}
-NO_COVERAGE = _STATE_CODE["no_coverage"]
+_MISSING = STATES.index(UNATTRIBUTED)  # a (time, terminal) cell the timeline lacks
+
+
+#: ``/frames`` answers at most this many (time, terminal) cells; ``every`` thins the times.
+MAX_FRAME_CELLS = 5_000_000
+#: The bytes of frames and frame answers one run keeps in memory (least recent dropped).
+CACHE_BYTES = 128 * 1024 * 1024
+
+
+class FramesTooLarge(ValueError):
+    """A ``/frames`` request over :data:`MAX_FRAME_CELLS`; ``min_every`` would fit."""
+
+    def __init__(self, cells: int, min_every: int) -> None:
+        super().__init__(f"the frames hold {cells} cells; at most {MAX_FRAME_CELLS}: use "
+                         f"every >= {min_every} (or a shorter start/stop window)")
+        self.cells, self.min_every = cells, min_every
 
 
 def iso(times: np.ndarray) -> list[str]:
@@ -63,8 +81,9 @@ class RunData:
         self.manifest = read_manifest(self.root)
         self.step_s = float(self.manifest["step_s"])
         self._lock = threading.Lock()
-        self._frames: dict = {}
-        self._json: dict = {}
+        self._frames: OrderedDict = OrderedDict()
+        self._json: OrderedDict = OrderedDict()
+        self._bytes = 0
         self._summary: dict = {}
         self._counterfactual: OrderedDict = OrderedDict()
 
@@ -86,8 +105,7 @@ class RunData:
     # -- frames -------------------------------------------------------------------------
     def frames(self, account: str | None) -> tuple[np.ndarray, list[str], np.ndarray]:
         """``(times, terminal ids, codes[time, terminal] int8)`` for ``account`` (None: all)."""
-        with self._lock:
-            hit = self._frames.get(account)
+        hit = self._cached(self._frames, account)
         if hit is not None:
             return hit
         ids = self.terminals(account)["terminal"].astype(str).tolist()
@@ -100,30 +118,73 @@ class RunData:
         pos = pd.Index(ids).get_indexer(term_names)
         tj = pos[term_codes]
         cause_codes, cause_names = _dict_codes(tbl.column("cause"))
-        cause_state = np.array([_STATE_CODE.get(c, NO_COVERAGE) if c else NO_COVERAGE
-                                for c in cause_names] or [NO_COVERAGE], dtype=np.int8)
-        has_cause = np.array([bool(c) for c in cause_names] or [False])
+        names = np.array(cause_names or [""], dtype=object)  # the states of each distinct cause
+        if_served = timeline_states(np.ones(names.size, bool), names)
+        if_not = timeline_states(np.zeros(names.size, bool), names)
         served = tbl.column("served").to_numpy(zero_copy_only=False).astype(bool)
-        code = np.where(served, np.where(has_cause[cause_codes], 1, 0),
-                        cause_state[cause_codes]).astype(np.int8)
-        codes = np.full((times.size, len(ids)), NO_COVERAGE, dtype=np.int8)
+        code = np.where(served, if_served[cause_codes], if_not[cause_codes]).astype(np.int8)
+        codes = np.full((times.size, len(ids)), _MISSING, dtype=np.int8)
         ok = tj >= 0
         codes[ti[ok], tj[ok]] = code[ok]
         if ok.sum() != times.size * len(ids):
             log.warning("run %s: timeline has %d cells for %d steps × %d terminals", self.root,
                         int(ok.sum()), times.size, len(ids))
         hit = (times, ids, codes)
-        with self._lock:
-            self._frames[account] = hit
+        self._keep(self._frames, account, hit, codes.nbytes + times.nbytes)
         return hit
+
+    def _keep(self, cache: OrderedDict, key, value, size: int) -> None:
+        """Cache ``value`` within :data:`CACHE_BYTES` for this run (oldest dropped first)."""
+        if size > CACHE_BYTES:
+            return
+        with self._lock:
+            if key in cache:
+                return
+            cache[key] = (size, value)
+            self._bytes += size
+            while self._bytes > CACHE_BYTES:
+                victim = self._frames if self._frames and (
+                    not self._json or len(self._frames) > 1) else self._json
+                _, (n, _) = victim.popitem(last=False)
+                self._bytes -= n
+
+    def _cached(self, cache: OrderedDict, key):
+        with self._lock:
+            hit = cache.get(key)
+            if hit is not None:
+                cache.move_to_end(key)
+        return None if hit is None else hit[1]
+
+    def n_steps(self, start=None, stop=None) -> int:
+        """The run's steps between ``start`` and ``stop`` (from the manifest, no read)."""
+        t0 = np.datetime64(self.manifest["time_start"].replace("Z", ""), "ns")
+        t1 = np.datetime64(self.manifest["time_end"].replace("Z", ""), "ns")
+        step = np.timedelta64(int(self.step_s * 1e9), "ns")
+        lo = t0 if start is None else max(t0, start)
+        hi = t1 - step if stop is None else min(t1 - step, stop)
+        return 0 if hi < lo else int((hi - lo) // step) + 1
+
+    def check_frame_size(self, account: str | None, *, every: int, start=None,
+                         stop=None) -> None:
+        """:class:`FramesTooLarge` when the answer would exceed :data:`MAX_FRAME_CELLS`."""
+        n_terms = int(self.manifest.get("counts", {}).get("terminals", 0))
+        if account is not None:
+            n_terms = len(self.terminals(account))
+        n_steps = self.n_steps(start, stop)
+        cells = -(-n_steps // every) * n_terms
+        if cells > MAX_FRAME_CELLS:
+            min_every = max(every + 1, -(-n_steps * n_terms // MAX_FRAME_CELLS))
+            while -(-n_steps // min_every) * n_terms > MAX_FRAME_CELLS:
+                min_every += 1
+            raise FramesTooLarge(cells, min_every)
 
     def frames_json(self, account: str | None, *, every: int = 1, start=None,
                     stop=None) -> bytes:
         key = (account, every, start, stop)
-        with self._lock:
-            hit = self._json.get(key)
+        hit = self._cached(self._json, key)
         if hit is not None:
             return hit
+        self.check_frame_size(account, every=every, start=start, stop=stop)
         times, ids, codes = self.frames(account)
         sel = np.ones(times.size, bool)
         if start is not None:
@@ -134,17 +195,13 @@ class RunData:
         body = {"times": iso(times[idx]), "terminals": ids, "states": list(STATES),
                 "codes": codes[idx].tolist()}
         data = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        with self._lock:
-            if len(self._json) > 16:
-                self._json.pop(next(iter(self._json)))
-            self._json[key] = data
+        self._keep(self._json, key, data, len(data))
         return data
 
     def availability(self, account: str | None) -> dict:
         times, ids, codes = self.frames(account)
-        n = max(len(ids), 1)
-        fractions = {s: ((codes == k).sum(axis=1) / n).round(6).tolist()
-                     for k, s in enumerate(STATES)}  # over 8 states, each vectorised
+        share = availability_by_state(codes).round(6)
+        fractions = {s: share[:, k].tolist() for k, s in enumerate(STATES)}
         return {"times": iso(times), "states": list(STATES), "fractions": fractions}
 
     # -- one terminal -------------------------------------------------------------------
@@ -155,8 +212,7 @@ class RunData:
         df = tbl.to_pandas().sort_values("time")
         served = df["served"].to_numpy(bool)
         cause = df["cause"].fillna("").astype(str).to_numpy()
-        state = np.where(served, np.where(cause != "", "degraded", "served"),
-                         np.where(np.isin(cause, STATES), cause, "no_coverage"))
+        state = np.array(STATES)[timeline_states(served, cause)]
 
         def num(a) -> list:
             a = np.asarray(a, dtype=float)
@@ -204,13 +260,14 @@ class RunData:
         df["cause"] = df["cause"].fillna("").astype(str)
         hours = run_step_hours(df, self.step_s)
         served = df["served"].to_numpy(bool)
-        frame = df.assign(hours=hours)
+        has_cause = df["cause"].to_numpy() != ""
+        frame = df.assign(hours=hours, cause=cause_labels(df["cause"].to_numpy()))
         lost = frame[~served]
-        degraded = frame[served & (df["cause"].to_numpy() != "")]
+        degraded = frame[served & has_cause]
 
         def by_cause(part: pd.DataFrame) -> list[dict]:
             g = part.groupby("cause", observed=True)["hours"].sum().sort_values(ascending=False)
-            return [{"cause": c or "unknown", "terminal_hours": float(h),
+            return [{"cause": c, "terminal_hours": float(h),
                      "dish_state": DISH_STATE.get(c, "")} for c, h in g.items()]
 
         acc = lost.groupby(["account", "cause"], observed=True)["hours"].sum().reset_index()
@@ -222,7 +279,7 @@ class RunData:
                "availability_pct": None if total == 0 else
                float(100.0 * hours[served].sum() / total),
                "lost_by_cause": by_cause(lost), "degraded_by_cause": by_cause(degraded),
-               "by_account": [{"account": str(r.account), "cause": str(r.cause) or "unknown",
+               "by_account": [{"account": str(r.account), "cause": str(r.cause),
                                "terminal_hours": float(r.hours)} for r in acc.itertuples()]}
         with self._lock:
             self._summary[account] = hit

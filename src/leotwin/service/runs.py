@@ -72,6 +72,11 @@ class RunManager:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leotwin-run")
         self.futures: dict[int, Future] = {}
 
+    def cancel(self, run_id: int) -> bool:
+        """Cancel a queued run (True), not one that started (False)."""
+        fut = self.futures.get(run_id)
+        return fut is not None and fut.cancel()
+
     def submit(self, record: RunRecord, scenario: Scenario, *, report: bool) -> Future:
         fut = self._pool.submit(self._work, record.id, scenario, Path(record.out_dir), report)
         self.futures[record.id] = fut
@@ -123,6 +128,7 @@ def rerun_without(record: RunRecord, timeline: pd.DataFrame, without: list[str])
                            "rerun (register it with its scenario)")
     path = scenario_path(record.scenario, allow_path=True)
     sc = load_for_run(path, record.time_start, record.time_stop)
+    check_elements(sc, without)  # before the (expensive) propagation
     times = sc.times()
     positions = propagate(sc.constellation(), times)
     ground = sc.ground()
@@ -141,6 +147,25 @@ def rerun_without(record: RunRecord, timeline: pd.DataFrame, without: list[str])
     sim = SimulationRun(positions, ground, sc.policy(), sc.faults(), sc.network_config(),
                         sc.as_of(), base)
     return counterfactual(sim, without)
+
+
+def check_elements(sc: Scenario, without: list[str]) -> None:
+    """422 naming every ``kind:ID`` of ``without`` that the run's scenario does not have."""
+    policy = sc.policy()
+    versions = getattr(policy, "versions", None)
+    policies = [v.policy for v in versions] if versions is not None else [policy]
+    faults = sc.faults()
+    known = {"geofence": {g.id for p in policies for g in p.geofences},
+             "jammer": set() if faults is None else {j.id for j in faults.jammers},
+             "failure": set() if faults is None else {str(f.sat) for f in faults.failures},
+             "outage": set() if faults is None else {o.id for o in faults.outages}}
+    bad = [ErrorItem(loc=["body", "without", k], row=k, field="without",
+                     msg=f"{item!r}: the run's scenario has no such {item.partition(':')[0]}")
+           for k, item in enumerate(without)
+           if item.partition(":")[2] not in known.get(item.partition(":")[0], set())]
+    if bad:
+        raise ProblemError(422, "unknown elements to remove: "
+                           + ", ".join(repr(without[e.row]) for e in bad), errors=bad)
 
 
 def window_of_manifest(manifest: dict) -> tuple[datetime, datetime, float, int]:

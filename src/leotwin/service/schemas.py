@@ -57,7 +57,8 @@ class TokenPublic(BaseModel):
 
 class ApiTokenCreate(_In):
     name: str = Field(min_length=1, max_length=200)
-    expires_days: int | None = Field(None, ge=1, le=3650)
+    expires_days: int | None = Field(
+        90, ge=1, le=365, description="lifetime in days (default 90, at most 365; null: 90)")
 
 
 class ApiTokenPublic(BaseModel):
@@ -66,6 +67,7 @@ class ApiTokenPublic(BaseModel):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None = None
+    user: str | None = None
 
 
 class ApiTokenCreated(ApiTokenPublic):
@@ -76,6 +78,16 @@ class UserPublic(BaseModel):
     name: str
     role: Role
     account: str | None = None
+    disabled: bool = False
+
+
+class UserUpdate(_In):
+    """An admin's change of a user: role, account (customers), disabled."""
+
+    role: Role | None = None
+    account: str | None = Field(None, min_length=1, max_length=200)
+    disabled: bool | None = None
+    reason: str = Field("", max_length=2000)
 
 
 class UserCreate(_In):
@@ -87,6 +99,8 @@ class UserCreate(_In):
 
 class PasswordUpdate(_In):
     password: str = Field(min_length=8, max_length=1024)
+    current_password: str | None = Field(
+        None, max_length=1024, description="required when changing one's own password")
 
 
 # --------------------------------------------------------------------------- policy resources
@@ -232,9 +246,13 @@ class PolicyChange(_In):
 
 class PolicyApply(PolicyChange):
     reason: str = Field(min_length=1, max_length=2000)
-    approver_token: str | None = Field(
-        None, description="a token of a different user with role approver or admin")
-    approval_reason: str | None = Field(None, description="default: the change's reason")
+    approval_id: str | None = Field(
+        None, max_length=64, description="the change_id of an approved pending change (the "
+        "409 answer's ``change_id``, approved by a second user)")
+
+
+class ApproveIn(_In):
+    reason: str = Field(min_length=1, max_length=2000, description="the approver's own reason")
 
 
 # --------------------------------------------------------------------------- preview / versions
@@ -263,6 +281,12 @@ class PreviewContract(BaseModel):
     credit_owed: float
 
 
+class PreviewWeakened(BaseModel):
+    contract: str
+    account: str
+    change: str
+
+
 class PreviewPublic(BaseModel):
     window_start: datetime
     window_end: datetime
@@ -279,6 +303,24 @@ class PreviewPublic(BaseModel):
     contracts: list[PreviewContract]
     skipped_terminals: list[str] = Field(default_factory=list,
                                          description="without a service address")
+    weakened_contracts: list[PreviewWeakened] = Field(
+        default_factory=list, description="contracts the change deletes or weakens (a "
+        "lower commitment, a smaller area, a shorter term): each needs an approval")
+
+
+class PolicyChangePublic(BaseModel):
+    """A policy change that needs (or holds) a second user's approval."""
+
+    change_id: str
+    author: str
+    created_at: datetime
+    expires_at: datetime
+    base_version: int | None
+    reason: str
+    preview: PreviewPublic
+    status: Literal["pending", "approved", "used", "expired"]
+    approver: str | None = None
+    approval_reason: str | None = None
 
 
 class AppliedPublic(BaseModel):
@@ -330,8 +372,8 @@ class ExplainPublic(BaseModel):
     as_of: datetime | None
     version: int
     version_recorded_at: datetime
-    version_author: str
-    version_reason: str
+    version_author: str | None = Field(None, description="staff only (omitted for customers)")
+    version_reason: str | None = Field(None, description="staff only (omitted for customers)")
     decision: Literal["allow", "throttle", "deny"]
     rule_id: str
     rule_kind: str

@@ -6,8 +6,10 @@ SQLite file by default (``leotwin.config.Settings.database_url``), PostgreSQL vi
 
 from .repository import (
     ApiToken,
+    ApprovalError,
     AuditEntry,
     AuditReport,
+    PolicyChange,
     RunRecord,
     StaleVersion,
     Store,
@@ -15,5 +17,5 @@ from .repository import (
     audit_hash,
 )
 
-__all__ = ["ApiToken", "AuditEntry", "AuditReport", "RunRecord", "StaleVersion", "Store", "User",
-           "audit_hash"]
+__all__ = ["ApiToken", "ApprovalError", "AuditEntry", "AuditReport", "PolicyChange", "RunRecord",
+           "StaleVersion", "Store", "User", "audit_hash"]

@@ -12,6 +12,8 @@ The schema itself is created by the Alembic migrations in ``migrations/versions`
 * ``user_passwords`` holds an argon2 hash per user who may log in (revision 0002).
 * ``api_tokens`` holds revocable API tokens, by the SHA-256 of the token only (0002).
 * ``runs`` is the service's table of simulation runs: status, progress, directory (0002).
+* ``policy_changes`` holds changes awaiting or holding an approval; ``users.disabled`` and
+  ``users.token_version`` disable a user and invalidate its access tokens (0003).
 * ``current_terminals`` denormalises the terminals of the latest policy version (maintained by
   ``Store.record_policy`` in the same transaction) so that lists filter by account in SQL.
 """
@@ -108,6 +110,28 @@ class UserRow(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     role: Mapped[str] = mapped_column(String(20), nullable=False)
     account: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)  # 0003
+    token_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # 0003
+
+
+class PolicyChangeRow(Base):
+    """A policy change waiting for (or holding) an approval (revision 0003)."""
+
+    __tablename__ = "policy_changes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    author: Mapped[str] = mapped_column(String(200), ForeignKey("users.name"), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    base_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    policy_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    preview_json: Mapped[str] = mapped_column(Text, nullable=False)
+    approver: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    approval_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    used_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class AuditRow(Base):

@@ -31,7 +31,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import EllipsisType
 
@@ -55,6 +55,7 @@ from .models import (
     AuditRow,
     CurrentTerminalRow,
     GeofenceRow,
+    PolicyChangeRow,
     PolicyVersionRow,
     RunRow,
     UserPasswordRow,
@@ -97,6 +98,50 @@ class User:
     name: str
     role: str
     account: str | None = None
+    disabled: bool = False
+    #: bumped when the password changes or the user is disabled: older access tokens are void
+    token_version: int = 0
+
+
+class ApprovalError(PermissionError):
+    """An approval that cannot be given or used (unknown, expired, used, another change...)."""
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """A policy change that needs (or holds) the approval of a second user."""
+
+    id: str
+    author: str
+    created_at: datetime
+    expires_at: datetime
+    base_version: int | None
+    policy_sha256: str
+    reason: str
+    preview_json: str
+    approver: str | None
+    approval_reason: str | None
+    approved_at: datetime | None
+    used_at: datetime | None
+    used_version: int | None
+
+    def status(self, now: datetime | None = None) -> str:
+        """``used``, ``expired``, ``approved`` or ``pending``."""
+        if self.used_at is not None:
+            return "used"
+        if _utc(now or datetime.now(UTC)) >= _utc(self.expires_at):
+            return "expired"
+        return "approved" if self.approved_at is not None else "pending"
+
+
+def _change_record(r: PolicyChangeRow) -> PolicyChange:
+    return PolicyChange(r.id, r.author, r.created_at, r.expires_at, r.base_version,
+                        r.policy_sha256, r.reason, r.preview_json, r.approver,
+                        r.approval_reason, r.approved_at, r.used_at, r.used_version)
+
+
+def _user(r) -> User:
+    return User(r.name, r.role, r.account, bool(r.disabled), int(r.token_version or 0))
 
 
 @dataclass(frozen=True)
@@ -218,7 +263,9 @@ def create_store_engine(url: str) -> Engine:
             if not path.is_absolute():
                 raise ValueError(f"SQLite store path must be absolute, got {parsed.database!r} "
                                  "(paths relative to the working directory are refused)")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.parent.exists():  # a new data directory is private (0700)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                path.parent.chmod(0o700)  # mkdir's mode is masked by the umask
         engine = create_engine(url)
         _sqlite_engine_hooks(engine)
         return engine
@@ -275,12 +322,19 @@ class Store:
     def record_policy(self, policy: Policy, *, author: str, reason: str,
                       recorded_at: datetime | None = None, approver: str | None = None,
                       approval_reason: str | None = None,
-                      expected_version: int | None | EllipsisType = ...) -> PolicyVersion:
+                      expected_version: int | None | EllipsisType = ...,
+                      approval_id: str | None = None,
+                      policy_sha256: str | None = None) -> PolicyVersion:
         """Store ``policy`` as the next version, with its geofences and one audit row (two
         when a second user ``approver`` approved it: the approval is audited as its own row,
         in the same transaction). With ``expected_version`` (a version number, or None for an
         empty store) the write is refused with :class:`StaleVersion` when another version was
-        recorded in between (a change computed from an outdated policy is never stored)."""
+        recorded in between (a change computed from an outdated policy is never stored).
+
+        With ``approval_id`` the approved pending change is used up in the same transaction
+        (:class:`ApprovalError` unless it is approved, unused, unexpired, by ``author``, for a
+        policy with SHA-256 ``policy_sha256`` computed against ``expected_version``); the
+        audit row ``policy.approval_used`` links the version to it."""
         if not isinstance(policy, Policy):
             raise TypeError(f"expected a Policy, got {type(policy).__name__}")
         if not author or not reason:
@@ -336,6 +390,16 @@ class Store:
                 self._append_audit(s, actor=approver, action="policy.approve", entity="policy",
                                    entity_id=str(version), reason=approval_reason or "",
                                    before=None, after=None)
+            if approval_id is not None:
+                ch = self._use_approval(s, approval_id, author=author,
+                                        policy_sha256=policy_sha256,
+                                        base_version=None if expected_version is ...
+                                        else expected_version, version=version,
+                                        now=recorded_at)
+                self._append_audit(s, actor=author, action="policy.approval_used",
+                                   entity="policy_change", entity_id=approval_id,
+                                   reason=f"version {version}, approved by {ch.approver}: "
+                                          f"{ch.approval_reason}", before=None, after=None)
         log.info("policy version %d recorded by %s", version, author)
         return PolicyVersion(version=version, recorded_at=recorded_at, author=author,
                              reason=reason, policy=policy)
@@ -402,10 +466,11 @@ class Store:
         return user
 
     def user(self, name: str) -> User | None:
-        q = select(UserRow.name, UserRow.role, UserRow.account).where(UserRow.name == name)
+        q = select(UserRow.name, UserRow.role, UserRow.account, UserRow.disabled,
+                   UserRow.token_version).where(UserRow.name == name)
         with self.engine.connect() as conn:
             r = conn.execute(q).first()
-        return None if r is None else User(r.name, r.role, r.account)
+        return None if r is None else _user(r)
 
     def users(self, *, account: str | None = None) -> list[User]:
         with self._read() as s:
@@ -413,7 +478,50 @@ class Store:
             if account is not None:
                 q = q.where(UserRow.account == account)
             rows = s.scalars(q).all()
-        return [User(r.name, r.role, r.account) for r in rows]
+        return [_user(r) for r in rows]
+
+    def update_user(self, name: str, *, actor: str, role: str | None = None,
+                    account: str | None | EllipsisType = ..., disabled: bool | None = None,
+                    reason: str = "") -> User:
+        """Change a user's role, account or disabled flag (``actor``: an admin). Disabling
+        also voids its access tokens (token version bump); API tokens are refused while it is
+        disabled. Audited with before and after."""
+        if role is not None and role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        with self._write() as s:
+            self._require_role(s, actor, "admin")
+            r = s.get(UserRow, name)
+            if r is None:
+                raise ValueError(f"unknown user {name!r}")
+            before = canonical_json({"name": r.name, "role": r.role, "account": r.account,
+                                     "disabled": bool(r.disabled)})
+            if role is not None:
+                r.role = role
+            if account is not ...:
+                r.account = account
+            if r.role == "customer" and not r.account:
+                raise ValueError(f"customer {name!r} needs the account it belongs to")
+            if r.role != "customer" and account is ...:
+                r.account = None
+            if disabled is not None:
+                if disabled and not r.disabled:
+                    r.token_version = (r.token_version or 0) + 1
+                r.disabled = disabled
+            if role is not None:
+                r.token_version = (r.token_version or 0) + 1  # claims of old tokens are stale
+            if r.role != "admin" or r.disabled:
+                admins = s.scalar(select(func.count()).select_from(UserRow).where(
+                    UserRow.role == "admin", UserRow.disabled.is_(False),
+                    UserRow.name != name))
+                if not admins:
+                    raise ValueError("this would leave no enabled admin")
+            s.flush()
+            after = canonical_json({"name": r.name, "role": r.role, "account": r.account,
+                                    "disabled": bool(r.disabled)})
+            self._append_audit(s, actor=actor, action="user.update", entity="user",
+                               entity_id=name, reason=reason or f"update user {name}",
+                               before=before, after=after)
+            return _user(r)
 
     # -- passwords and API tokens ---------------------------------------------------------
     def set_password(self, name: str, password: str, *, actor: str) -> None:
@@ -431,6 +539,8 @@ class Store:
                                       updated_at=datetime.now(UTC)))
             else:
                 row.password_hash, row.updated_at = hashed, datetime.now(UTC)
+            u = s.get(UserRow, name)
+            u.token_version = (u.token_version or 0) + 1  # older access tokens are void
             s.flush()
             self._append_audit(s, actor=actor, action="user.password", entity="user",
                                entity_id=name, reason=f"password of {name} set", before=None,
@@ -442,7 +552,7 @@ class Store:
         with self._read() as s:
             u = s.get(UserRow, name)
             row = s.get(UserPasswordRow, name) if u is not None else None
-            stored = row.password_hash if row is not None else None
+            stored = row.password_hash if row is not None and not u.disabled else None
         try:
             if stored is None:
                 _HASHER.verify(_dummy_hash(), password)
@@ -458,7 +568,7 @@ class Store:
                         r.password_hash = _hash_password(password)
             except Exception:  # a rehash is an optimisation; never fail a good login on it
                 log.warning("could not rehash the password of %s", name, exc_info=True)
-        return User(u.name, u.role, u.account)
+        return _user(u)
 
     def create_api_token(self, user: str, name: str, *,
                          expires_at: datetime | None = None) -> tuple[ApiToken, str]:
@@ -485,18 +595,18 @@ class Store:
     def api_token_user(self, token: str, *, now: datetime | None = None) -> User | None:
         """The user of a valid (known, not revoked, not expired) API token, else None."""
         now = _utc(now or datetime.now(UTC))
-        q = (select(UserRow.name, UserRow.role, UserRow.account, ApiTokenRow.expires_at,
-                    ApiTokenRow.revoked_at)
+        q = (select(UserRow.name, UserRow.role, UserRow.account, UserRow.disabled,
+                    UserRow.token_version, ApiTokenRow.expires_at, ApiTokenRow.revoked_at)
              .join(ApiTokenRow, ApiTokenRow.user_name == UserRow.name)
              .where(ApiTokenRow.token_hash == token_hash(token)))
         with self.engine.connect() as conn:  # Core: this runs on every request
             row = conn.execute(q).first()
-        if row is None or row.revoked_at is not None:
+        if row is None or row.revoked_at is not None or row.disabled:
             return None
         expires = row.expires_at
         if expires is not None and _utc(expires) <= now:
             return None
-        return User(row.name, row.role, row.account)
+        return _user(row)
 
     def api_tokens(self, user: str) -> list[ApiToken]:
         with self._read() as s:
@@ -505,16 +615,29 @@ class Store:
         return [ApiToken(r.id, r.user_name, r.name, r.created_at, r.expires_at, r.revoked_at)
                 for r in rows]
 
-    def revoke_api_token(self, user: str, token_id: int) -> bool:
-        """Revoke ``user``'s token ``token_id``; False when ``user`` has no such live token."""
+    def all_api_tokens(self) -> list[ApiToken]:
+        """Every user's API tokens (for an admin)."""
+        with self._read() as s:
+            rows = s.scalars(select(ApiTokenRow).order_by(ApiTokenRow.id)).all()
+        return [ApiToken(r.id, r.user_name, r.name, r.created_at, r.expires_at, r.revoked_at)
+                for r in rows]
+
+    def revoke_api_token(self, user: str, token_id: int, *, actor: str | None = None) -> bool:
+        """Revoke ``user``'s token ``token_id`` (``user`` None: anyone's, ``actor`` must then
+        be an admin); False when there is no such live token."""
+        actor = actor or user
         with self._write() as s:
-            row = s.scalars(select(ApiTokenRow).where(ApiTokenRow.id == token_id,
-                                                      ApiTokenRow.user_name == user)).first()
+            q = select(ApiTokenRow).where(ApiTokenRow.id == token_id)
+            if user is None:
+                self._require_role(s, actor, "admin")
+            else:
+                q = q.where(ApiTokenRow.user_name == user)
+            row = s.scalars(q).first()
             if row is None or row.revoked_at is not None:
                 return False
             row.revoked_at = datetime.now(UTC)
             s.flush()
-            self._append_audit(s, actor=user, action="token.revoke", entity="api_token",
+            self._append_audit(s, actor=actor, action="token.revoke", entity="api_token",
                                entity_id=str(token_id), reason=f"API token {row.name!r} revoked",
                                before=None, after=None)
         return True
@@ -650,6 +773,87 @@ class Store:
             raise PermissionError(f"customer {name!r} belongs to account {u.account!r} and may "
                                   f"not act on account {account!r}")
         return u
+
+    # -- pending policy changes (approvals) ------------------------------------------------
+    def create_policy_change(self, *, author: str, base_version: int | None,
+                             policy_sha256: str, reason: str, preview_json: str,
+                             ttl: timedelta) -> PolicyChange:
+        """Store a change that needs an approval; its id is random and unguessable."""
+        now = datetime.now(UTC)
+        with self._write() as s:
+            row = PolicyChangeRow(id=secrets.token_urlsafe(18), author=author, created_at=now,
+                                  expires_at=now + ttl, base_version=base_version,
+                                  policy_sha256=policy_sha256, reason=reason,
+                                  preview_json=preview_json)
+            s.add(row)
+            s.flush()
+            self._append_audit(s, actor=author, action="policy.propose",
+                               entity="policy_change", entity_id=row.id, reason=reason,
+                               before=None, after=None)
+            return _change_record(row)
+
+    def policy_change(self, change_id: str) -> PolicyChange | None:
+        with self._read() as s:
+            row = s.get(PolicyChangeRow, change_id)
+            return None if row is None else _change_record(row)
+
+    def approve_policy_change(self, change_id: str, *, approver: str,
+                              reason: str) -> PolicyChange:
+        """Approve a pending change: ``approver`` has role approver or admin, is not its
+        author, gives a reason. Audited (``policy.approve``, the approver's reason)."""
+        if not reason or not reason.strip():
+            raise ApprovalError("an approval needs a reason")
+        now = datetime.now(UTC)
+        with self._write() as s:
+            self._require_role(s, approver, "approver", "admin")
+            row = s.get(PolicyChangeRow, change_id)
+            if row is None:
+                raise LookupError(f"no policy change {change_id!r}")
+            status = _change_record(row).status(now)
+            if status != "pending":
+                raise ApprovalError(f"policy change {change_id} is {status}")
+            if row.author == approver:
+                raise ApprovalError("the author of a change may not approve it; a second "
+                                    "person must")
+            n = s.execute(update(PolicyChangeRow).where(
+                PolicyChangeRow.id == change_id, PolicyChangeRow.approved_at.is_(None))
+                .values(approver=approver, approval_reason=reason, approved_at=now)).rowcount
+            if n != 1:
+                raise ApprovalError(f"policy change {change_id} was approved meanwhile")
+            self._append_audit(s, actor=approver, action="policy.approve",
+                               entity="policy_change", entity_id=change_id, reason=reason,
+                               before=None, after=None)
+            s.refresh(row)
+            return _change_record(row)
+
+    def _use_approval(self, s: Session, change_id: str, *, author: str,
+                      policy_sha256: str | None, base_version: int | None, version: int,
+                      now: datetime) -> PolicyChange:
+        row = s.get(PolicyChangeRow, change_id)
+        if row is None:
+            raise ApprovalError(f"no policy change {change_id!r}")
+        ch = _change_record(row)
+        status = ch.status(now)
+        problem = None
+        if status != "approved":
+            problem = f"the approval {change_id} is {status}"
+        elif ch.author != author:
+            problem = f"the approved change {change_id} was proposed by another user"
+        elif ch.approver == author:
+            problem = "the approver is the author"
+        elif policy_sha256 is None or ch.policy_sha256 != policy_sha256:
+            problem = f"this change is not the one approved as {change_id}"
+        elif ch.base_version != base_version:
+            problem = (f"the approval {change_id} was given on version {ch.base_version}; "
+                       "the policy changed since")
+        if problem:
+            raise ApprovalError(problem)
+        n = s.execute(update(PolicyChangeRow).where(
+            PolicyChangeRow.id == change_id, PolicyChangeRow.used_at.is_(None))
+            .values(used_at=now, used_version=version)).rowcount
+        if n != 1:
+            raise ApprovalError(f"the approval {change_id} was used meanwhile")
+        return ch
 
     # -- audit log ------------------------------------------------------------------------
     def _append_audit(self, s: Session, *, actor: str, action: str, entity: str, entity_id: str,

@@ -10,6 +10,7 @@ from fastapi import Depends
 from ...policy.models import Policy
 from ...store import User
 from ..changes import ChangeMeta, apply_change, change_meta, change_result, current_or_empty
+from ..deps import tenant
 from ..problems import ProblemError
 from ..state import ServiceState
 
@@ -37,9 +38,8 @@ def change(state: ServiceState, user: User, meta: ChangeMeta, reason: str, item=
     proposed = build_policy(base, **lists)
     applied = apply_change(state, user, proposed, base_version=version,
                            reason=meta.reason or reason, window=window,
-                           approver_token=meta.approver_token,
-                           approval_reason=meta.approval_reason)
-    return change_result(applied, item)
+                           approval_id=meta.approval_id)
+    return change_result(applied, item, account=tenant(user))
 
 
 def refuse_if_used(what: str, ident: str, users: list[str]) -> None:

@@ -101,18 +101,21 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-@router.get("/{terminal}", response_model=ExplainPublic)
+@router.get("/{terminal}", response_model=ExplainPublic, response_model_exclude_unset=True)
 async def explain_terminal(terminal: str, user: CurrentUser, state: StateDep,
                            at: Time | None = None, as_of: Time | None = None):
     """Decision, rule, its reason and author for ``terminal`` at ``at`` (default now) under
     the policy version known at ``as_of`` (record time; default the latest). Customers only
-    for their own terminals (404 otherwise)."""
+    for their own terminals (404 otherwise), and without the version's author and reason
+    (those describe the whole policy change, other tenants included). Every store call runs
+    in the thread pool (never on the event loop)."""
     own = tenant(user)
-    if own is not None and state.store.terminal(terminal, account=own) is None:
+    if own is not None and await run_in_threadpool(state.store.terminal, terminal,
+                                                   account=own) is None:
         raise not_found(f"terminal {terminal!r}")
     at = _utc(at) or datetime.now(UTC)
     as_of = _utc(as_of)
-    history = state.policy.cached_history(state.store.latest_version())
+    history = state.policy.cached_history(await run_in_threadpool(state.store.latest_version))
     if history is None:
         history = await run_in_threadpool(state.policy.history)
     if history is None:
@@ -130,9 +133,11 @@ async def explain_terminal(terminal: str, user: CurrentUser, state: StateDep,
     decisions = await cache.step(version, located, t64)
     info = explain(decisions, term.id, t64)
     rate = info["max_mbps"]
-    return {"terminal": terminal, "account": term.account, "at": at, "as_of": as_of,
-            "version": version.version, "version_recorded_at": version.recorded_at,
-            "version_author": version.author, "version_reason": version.reason,
-            "decision": info["decision"], "rule_id": info["rule"], "rule_kind": info["kind"],
-            "rule_reason": info["reason"], "rule_author": info["author"],
-            "max_mbps": None if not np.isfinite(rate) else float(rate)}
+    out = {"terminal": terminal, "account": term.account, "at": at, "as_of": as_of,
+           "version": version.version, "version_recorded_at": version.recorded_at,
+           "decision": info["decision"], "rule_id": info["rule"], "rule_kind": info["kind"],
+           "rule_reason": info["reason"], "rule_author": info["author"],
+           "max_mbps": None if not np.isfinite(rate) else float(rate)}
+    if own is None:
+        out.update(version_author=version.author, version_reason=version.reason)
+    return out

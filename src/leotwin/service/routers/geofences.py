@@ -61,7 +61,7 @@ def get_geofence(geofence_id: str, user: StaffUser, state: StateDep):
 @router.post("", response_model=ChangeResult[Feature], status_code=201)
 def create_geofence(body: GeofenceFeatureIn, user: EditorUser, state: StateDep, meta: MetaDep):
     """Add a geofence (a Feature whose properties are the rule); 409 with the preview when it
-    breaches a contract without an approval (``X-Approver-Token``)."""
+    breaches or weakens a contract without an approval (``X-Approval-Id``)."""
     pol = current_policy(state)
     g = _geofence(body, user)
     if any(x.id == g.id for x in pol.geofences):

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Header
 
 from ...policy.geofence import parse_geometry
 from ...policy.models import Geofence, Policy, PolicyVersion
 from ...policy.preview import preview_change
-from ...store import User
+from ...store import ApprovalError, User
 from ..changes import apply_change, build_policy, check_window, current_or_empty, preview_public
-from ..deps import EditorUser, IntId, StaffUser, StateDep
+from ..deps import CurrentUser, EditorUser, IntId, StaffUser, StateDep, require_roles, tenant
 from ..problems import ERROR_RESPONSES, ErrorItem, ProblemError, not_found, policy_error_item
-from ..schemas import AppliedPublic, PolicyApply, PolicyChange, PreviewPublic, Time, VersionPublic
+from ..schemas import (
+    AppliedPublic,
+    ApproveIn,
+    PolicyApply,
+    PolicyChange,
+    PolicyChangePublic,
+    PreviewPublic,
+    Time,
+    VersionPublic,
+)
 from ..state import ServiceState
 
 router = APIRouter(prefix="/api/policy", tags=["policy"], responses=ERROR_RESPONSES)
@@ -27,10 +37,12 @@ def _version(v: PolicyVersion) -> VersionPublic:
                          contracts=[c.id for c in p.contracts])
 
 
-def proposed_policy(state: ServiceState, change: PolicyChange, user: User
-                    ) -> tuple[Policy, int | None, tuple[datetime, datetime]]:
+def proposed_policy(state: ServiceState, change: PolicyChange, user: User, *,
+                    explicit: bool = False
+                    ) -> tuple[Policy, int | None, tuple[datetime, datetime] | None]:
     """The whole policy after ``change`` (added/removed geofences), its base version and the
-    preview window."""
+    preview window (with ``explicit``: the caller's window, None when it gave none — the
+    guard then uses only the server's windows)."""
     base, version = current_or_empty(state)
     fences = list(base.geofences) if base else []
     known = {g.id for g in fences}
@@ -61,6 +73,8 @@ def proposed_policy(state: ServiceState, change: PolicyChange, user: User
     if errors:
         raise ProblemError(422, "the policy change is not valid", errors=errors)
     proposed = build_policy(base, geofences=[*fences, *added])
+    if explicit and change.window_start is None and change.window_end is None:
+        return proposed, version, None
     start = change.window_start
     if start is None:
         starts = [g.valid_from for g in added if g.valid_from]
@@ -115,15 +129,71 @@ def preview(change: PolicyChange, user: StaffUser, state: StateDep):
 
 
 @router.post("/apply", response_model=AppliedPublic, status_code=201)
-def apply(change: PolicyApply, user: EditorUser, state: StateDep):
-    """Record the change as a new version; 409 with ``preview`` when it breaches a contract
-    without the approval of a different user with role approver (or admin)."""
-    proposed, version, window = proposed_policy(state, change, user)
+def apply(change: PolicyApply, user: EditorUser, state: StateDep,
+          x_approval_id: Annotated[str | None, Header(max_length=64)] = None):
+    """Record the change as a new version. A change that breaches or weakens a contract
+    (checked over the server's own windows and the caller's) is stored as a pending change
+    and answered 409 with ``preview`` and ``change_id``; after a second user (approver or
+    admin) approves it, retry the same change with ``approval_id`` (or ``X-Approval-Id``)."""
+    proposed, version, window = proposed_policy(state, change, user, explicit=True)
     applied = apply_change(state, user, proposed, base_version=version, reason=change.reason,
                            window=window, step_s=change.step_s,
-                           approver_token=change.approver_token,
-                           approval_reason=change.approval_reason)
+                           approval_id=change.approval_id or x_approval_id)
     v = applied.version
     return AppliedPublic(version=v.version, recorded_at=v.recorded_at, author=v.author,
                          reason=v.reason, approver=applied.approver,
                          preview=preview_public(applied.preview))
+
+
+def _change_public(ch, user: User) -> PolicyChangePublic:
+    preview = PreviewPublic.model_validate_json(ch.preview_json)
+    own = tenant(user)
+    if own is not None:  # a customer author: only its own account's part of the preview
+        preview = preview.model_copy(update={
+            "terminals": [t for t in preview.terminals if t.account == own],
+            "accounts": [a for a in preview.accounts if a.account == own],
+            "contracts": [c for c in preview.contracts if c.account == own],
+            "weakened_contracts": [w for w in preview.weakened_contracts if w.account == own],
+            "accounts_affected": [a for a in preview.accounts_affected if a == own],
+            "contracts_affected": [c.contract for c in preview.contracts if c.account == own
+                                   and c.contract in preview.contracts_affected],
+            "skipped_terminals": []})
+        preview.terminals_affected = len(preview.terminals)
+        preview.terminal_hours_lost = sum(t.hours_lost for t in preview.terminals)
+        preview.terminal_hours_gained = sum(t.hours_gained for t in preview.terminals)
+        preview.credits_owed = sum(c.credit_owed for c in preview.contracts if c.breach)
+    return PolicyChangePublic(change_id=ch.id, author=ch.author, created_at=ch.created_at,
+                              expires_at=ch.expires_at, base_version=ch.base_version,
+                              reason=ch.reason, preview=preview, status=ch.status(),
+                              approver=ch.approver, approval_reason=ch.approval_reason)
+
+
+def _visible_change(state: ServiceState, change_id: str, user: User):
+    ch = state.store.policy_change(change_id)
+    if ch is None or (user.role not in ("admin", "approver") and ch.author != user.name):
+        raise not_found(f"policy change {change_id!r}")  # the same answer: no existence leak
+    return ch
+
+
+@router.get("/changes/{change_id}", response_model=PolicyChangePublic)
+def get_change(change_id: str, user: CurrentUser, state: StateDep):
+    """A pending change (approver, admin, or its author)."""
+    return _change_public(_visible_change(state, change_id, user), user)
+
+
+Approver = Annotated[User, Depends(require_roles("approver"))]
+
+
+@router.post("/changes/{change_id}/approve", response_model=PolicyChangePublic)
+def approve_change(change_id: str, body: ApproveIn, user: Approver, state: StateDep):
+    """Approve a pending change with the approver's own reason (approver or admin, not its
+    author). Its author then retries the same change with ``approval_id``."""
+    _visible_change(state, change_id, user)
+    try:
+        ch = state.store.approve_policy_change(change_id, approver=user.name,
+                                               reason=body.reason)
+    except ApprovalError as exc:
+        raise ProblemError(409, str(exc)) from None
+    except LookupError:
+        raise not_found(f"policy change {change_id!r}") from None
+    return _change_public(ch, user)

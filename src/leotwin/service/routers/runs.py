@@ -17,12 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from ...store import RunRecord, User
-from ..deps import CurrentUser, IntId, RunCreator, StateDep, tenant
+from ..deps import CurrentUser, IntId, RunCreator, StaffUser, StateDep, tenant
 from ..problems import ERROR_RESPONSES, ErrorItem, ProblemError, not_found
-from ..results import RunData
+from ..results import FramesTooLarge, RunData
 from ..runs import load_for_run, rerun_without, scenario_path, window_of_manifest
 from ..schemas import (
     AvailabilityPublic,
@@ -37,17 +37,22 @@ from ..schemas import (
     TerminalTimeline,
     Time,
 )
+from ..security import private_dir
 from ..state import ServiceState
 
 router = APIRouter(prefix="/api/runs", tags=["runs"], responses=ERROR_RESPONSES)
 PARQUET = "application/vnd.apache.parquet"
 
 
-def _public(r: RunRecord) -> RunPublic:
+def _public(r: RunRecord, user: User | None = None) -> RunPublic:
+    scenario = r.scenario
+    if scenario and user is not None and tenant(user) is not None and (
+            "/" in scenario or "\\" in scenario):
+        scenario = Path(scenario).name  # a customer never sees the server's paths
     return RunPublic(id=r.id, name=r.name, status=r.status, progress=r.progress,
                      chunks_done=r.chunks_done, chunks_total=r.chunks_total,
                      created_at=r.created_at, created_by=r.created_by, account=r.account,
-                     scenario=r.scenario, start=r.time_start, stop=r.time_stop,
+                     scenario=scenario, start=r.time_start, stop=r.time_stop,
                      step_s=r.step_s, n_terminals=r.n_terminals, error=r.error)
 
 
@@ -76,10 +81,12 @@ def _utc(v: datetime | None) -> datetime | None:
 @router.get("", response_model=list[RunPublic])
 def list_runs(user: CurrentUser, state: StateDep,
               status: Literal["queued", "running", "done", "failed"] | None = None):
-    return [_public(r) for r in state.store.runs(visible_to=tenant(user), status=status)]
+    return [_public(r, user)
+            for r in state.store.runs(visible_to=tenant(user), status=status)]
 
 
-@router.post("", response_model=RunPublic, status_code=202)
+@router.post("", response_model=RunPublic, status_code=202,
+             responses={201: {"description": "a run directory registered (run_dir)"}})
 def create_run(body: RunCreate, user: RunCreator, state: StateDep):
     """Start a run of a scenario in the background (202; poll ``GET /api/runs/{id}``), or
     (admin) register a finished run directory (``run_dir``)."""
@@ -95,8 +102,15 @@ def create_run(body: RunCreate, user: RunCreator, state: StateDep):
     t0 = datetime.fromisoformat(str(np.datetime64(times[0], "s"))).replace(tzinfo=UTC)
     t1 = datetime.fromisoformat(str(np.datetime64(times[-1], "s"))).replace(tzinfo=UTC)
     n_chunks = -(-int(times.size) // int(sc.chunk_steps))
+    cap = state.settings.max_active_runs_per_user
+    active = [r for r in state.store.runs(status="queued") + state.store.runs(status="running")
+              if r.created_by == user.name]
+    if len(active) >= cap:
+        raise ProblemError(429, f"{user.name} has {len(active)} runs queued or running; at "
+                           f"most {cap} (LEOTWIN_MAX_ACTIVE_RUNS_PER_USER): wait, or cancel "
+                           "one with DELETE /api/runs/{id}")
     runs_dir = state.settings.runs_dir
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(runs_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     out_dir = runs_dir / f"run-{stamp}"
     record = state.store.create_run(
@@ -104,7 +118,7 @@ def create_run(body: RunCreate, user: RunCreator, state: StateDep):
         created_by=user.name, account=tenant(user), scenario=body.scenario, time_start=t0,
         time_stop=t1, step_s=float(sc.spec.time.step_s), chunks_total=n_chunks)
     state.runs.submit(record, sc, report=body.report)
-    return _public(record)
+    return _public(record, user)
 
 
 def _register(body: RunCreate, user: User, state: ServiceState) -> RunPublic:
@@ -114,6 +128,15 @@ def _register(body: RunCreate, user: User, state: ServiceState) -> RunPublic:
     if not root.is_absolute():
         raise ProblemError(422, "run_dir must be an absolute path", errors=[
             ErrorItem(loc=["body", "run_dir"], field="run_dir", msg="not absolute")])
+    root = root.resolve()  # no .. or symlink escapes
+    roots = [Path(x).resolve() for x in (state.settings.runs_dir, *state.settings.run_roots)]
+    if not any(root.is_relative_to(x) for x in roots):
+        raise ProblemError(422, "run_dir must be under the service's runs directory or a "
+                           "directory of LEOTWIN_RUN_ROOTS", errors=[
+            ErrorItem(loc=["body", "run_dir"], field="run_dir", msg="not an allowed root")])
+    if any(Path(r.out_dir).resolve() == root for r in state.store.runs()):
+        raise ProblemError(409, "this run directory is registered already", errors=[
+            ErrorItem(loc=["body", "run_dir"], field="run_dir", msg="registered already")])
     try:
         manifest = RunData(root).manifest
     except (OSError, ValueError) as exc:
@@ -133,13 +156,28 @@ def _register(body: RunCreate, user: User, state: ServiceState) -> RunPublic:
         name=body.name or root.name, out_dir=str(root), created_by=user.name, account=None,
         scenario=scenario, status="done", time_start=start, time_stop=stop, step_s=step,
         n_terminals=n_terms, chunks_done=1, chunks_total=1)
-    return _public(record)
+    return JSONResponse(_public(record).model_dump(mode="json"), status_code=201)
+
+
+@router.delete("/{run_id}", response_model=RunPublic)
+def cancel_run(run_id: IntId, user: CurrentUser, state: StateDep):
+    """Cancel a queued run (its creator or an admin); a started run is not interrupted
+    (409)."""
+    r = _run(state, user, run_id)
+    if user.role != "admin" and r.created_by != user.name:
+        raise ProblemError(403, "only the run's creator or an admin may cancel it")
+    if r.status != "queued" or not state.runs.cancel(r.id):
+        raise ProblemError(409, f"run {r.id} is {r.status if r.status != 'queued' else 'starting'}"
+                           "; only a queued run can be cancelled")
+    state.store.update_run(r.id, status="failed", finished_at=datetime.now(UTC),
+                           error=f"cancelled by {user.name}")
+    return _public(state.store.get_run(r.id), user)
 
 
 @router.get("/{run_id}", response_model=RunPublic)
 def get_run(run_id: IntId, user: CurrentUser, state: StateDep):
     r = _run(state, user, run_id)
-    out = _public(r)
+    out = _public(r, user)
     own = tenant(user)
     if own is not None and r.status == "done" and r.account is None:
         try:  # a shared run: count only the caller's terminals
@@ -176,7 +214,12 @@ def run_frames(run_id: IntId, user: CurrentUser, state: StateDep,
     def t64(v):
         return None if v is None else np.datetime64(_utc(v).replace(tzinfo=None), "ns")
 
-    body = data.frames_json(tenant(user), every=every, start=t64(start), stop=t64(stop))
+    try:
+        body = data.frames_json(tenant(user), every=every, start=t64(start), stop=t64(stop))
+    except FramesTooLarge as exc:
+        raise ProblemError(413, str(exc), errors=[ErrorItem(
+            loc=["query", "every"], field="every",
+            msg=f"at least {exc.min_every} for this window")]) from None
     return Response(body, media_type="application/json")
 
 
@@ -256,10 +299,12 @@ def run_timeline(run_id: IntId, user: CurrentUser, state: StateDep,
 
 
 @router.post("/{run_id}/counterfactual", response_model=CounterfactualPublic)
-def run_counterfactual(run_id: IntId, body: CounterfactualRequest, user: CurrentUser,
+def run_counterfactual(run_id: IntId, body: CounterfactualRequest, user: StaffUser,
                        state: StateDep):
     """Rerun without some elements (``geofence:ID``, ``jammer:ID``, ``failure:SAT``,
-    ``outage:ID``): terminal-hours restored by account and by area (H3 res. 3)."""
+    ``outage:ID``): terminal-hours restored by account and by area (H3 res. 3). Operator
+    staff only (a rerun costs as much as the run); an element the run's scenario does not
+    have is named in a 422."""
     r, data = _data(state, user, run_id)
     bad = [ErrorItem(loc=["body", "without", k], row=k, field="without",
                      msg=f"{item!r} is not geofence:ID, jammer:ID, failure:SAT or outage:ID")

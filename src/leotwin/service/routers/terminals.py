@@ -19,14 +19,14 @@ router = APIRouter(prefix="/api/terminals", tags=["terminals"], responses=ERROR_
 
 
 @router.get("", response_model=list[TerminalPublic])
-async def list_terminals(user: CurrentUser, state: StateDep, account: str | None = None,
+def list_terminals(user: CurrentUser, state: StateDep, account: str | None = None,
                    plan: str | None = None,
                    status: Annotated[str | None, Query(pattern="^(active|suspended|standby)$")]
                    = None,
                    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
                    offset: Annotated[int, Query(ge=0)] = 0):
     """Terminals of the latest policy version; a customer gets only its own account's (one
-    indexed query, ``WHERE account = :acct``, run inline)."""
+    indexed query, ``WHERE account = :acct``, in the thread pool)."""
     acct = check_account_filter(user, account)
     rows = state.store.terminal_rows(account=acct, plan=plan, status=status, limit=limit,
                                      offset=offset)
@@ -34,11 +34,38 @@ async def list_terminals(user: CurrentUser, state: StateDep, account: str | None
 
 
 @router.get("/{terminal_id}", response_model=TerminalPublic)
-async def get_terminal(terminal_id: str, user: CurrentUser, state: StateDep):
+def get_terminal(terminal_id: str, user: CurrentUser, state: StateDep):
     t = state.store.terminal(terminal_id, account=tenant(user))
     if t is None:
         raise not_found(f"terminal {terminal_id!r}")
     return t
+
+
+#: The terminal fields a customer may write (its own account's terminals); status, plan,
+#: registration and the service address are the operator's (policy_editor).
+CUSTOMER_FIELDS = frozenset({"id", "account", "serial", "kind"})
+
+
+def _customer_fields(user, fields, *, row: int | None = None, loc=("body",)) -> list[ErrorItem]:
+    if tenant(user) is None:
+        return []
+    return [ErrorItem(loc=[*loc, f], row=row, field=f,
+                      msg=f"a customer may not set {f!r}; an operator (policy_editor) does")
+            for f in sorted(set(fields) - CUSTOMER_FIELDS)]
+
+
+def _refuse_fields(errors: list[ErrorItem]) -> None:
+    if errors:
+        raise ProblemError(403, "a customer may write only the terminal fields "
+                           f"{', '.join(sorted(CUSTOMER_FIELDS))}", errors=errors)
+
+
+def _id_taken(user) -> ProblemError:
+    if tenant(user) is not None:  # the same answer as a foreign id: no existence oracle
+        return ProblemError(403, "this terminal id is not available to the caller's account",
+                            errors=[ErrorItem(loc=["body", "id"], field="id",
+                                              msg="not available")])
+    return ProblemError(409, "the terminal id is already in use")
 
 
 def _own_account(user, account: str) -> None:
@@ -65,10 +92,14 @@ def _check_refs(pol, t: Terminal, row: int | None = None, loc=("body",)) -> list
 def create_terminal(body: TerminalCreate, user: TerminalWriter, state: StateDep,
                     meta: MetaDep):
     _own_account(user, body.account)
+    _refuse_fields(_customer_fields(user, body.model_fields_set))
     pol = current_policy(state)
     if any(t.id == body.id for t in pol.terminals):
-        raise ProblemError(409, f"terminal id {body.id!r} is already in use")
-    t = Terminal(**body.model_dump())
+        raise _id_taken(user)
+    fields = body.model_dump()
+    if tenant(user) is not None:  # a customer's new terminal waits for the operator
+        fields.update(status="standby", registered=False)
+    t = Terminal(**fields)
     errors = _check_refs(pol, t)
     if errors:
         raise ProblemError(422, "the terminal refers to unknown records", errors=errors)
@@ -89,6 +120,7 @@ def update_terminal(terminal_id: str, body: TerminalUpdate, user: TerminalWriter
     if upd.get("account") is None:
         upd.pop("account", None)
     _own_account(user, upd.get("account", old.account))
+    _refuse_fields(_customer_fields(user, upd))
     new = Terminal(**{**old.model_dump(), **upd})
     errors = _check_refs(pol, new)
     if errors:
@@ -140,12 +172,30 @@ def import_terminals(file: Annotated[UploadFile, File(description="CSV or GeoJSO
     if foreign:
         raise ProblemError(403, "a customer may import only its own account's terminals; "
                            "nothing was imported", errors=foreign)
+    if own is not None:
+        written = []
+        for k, record in enumerate(parsed.rows):
+            if record is not None:
+                given = {f for f, v in record.items() if v not in ("", None)}
+                if fmt == "geojson" and ("lat_deg" in record or "lon_deg" in record):
+                    given |= {"lat_deg", "lon_deg"}
+                written += _customer_fields(user, given, row=k + 1, loc=("file", k + 1))
+        if written:
+            raise ProblemError(403, "a customer may import only the terminal fields "
+                               f"{', '.join(sorted(CUSTOMER_FIELDS))}; nothing was imported",
+                               errors=written)
     for t in terminals:
         errors += _check_refs(pol, t, rows.get(t.id), loc=("file", rows.get(t.id, 0)))
     if errors:
         raise ProblemError(422, f"{len(errors)} error(s) in the {fmt} upload; nothing was "
                            "imported", errors=errors)
-    new = {t.id: Terminal(**t.model_dump()) for t in terminals}
+    if own is None:
+        new = {t.id: Terminal(**t.model_dump()) for t in terminals}
+    else:  # a customer: serial and kind of its own terminals; new ones wait for the operator
+        new = {t.id: Terminal(**{**existing[t.id].model_dump(), "serial": t.serial,
+                                 "kind": t.kind}) if t.id in existing
+               else Terminal(**{**t.model_dump(), "status": "standby", "registered": False})
+               for t in terminals}
     merged = [new.pop(t.id, t) for t in pol.terminals] + list(new.values())
     n_updated = sum(1 for t in terminals if t.id in existing)
     out = change(state, user, meta, f"import {len(terminals)} terminals ({fmt})",

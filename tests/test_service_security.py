@@ -1,0 +1,159 @@
+"""Regression tests of the service's security review: the guard's own windows (S1), contract
+weakening (S2), approvals as pending changes (S3), tenant confinement of change answers and
+explanations (S4, S5)."""
+
+from __future__ import annotations
+
+import pytest
+
+SQUARE_KYIV = {"type": "Polygon", "coordinates": [[[30.0, 50.0], [31.0, 50.0], [31.0, 51.0],
+                                                    [30.0, 51.0], [30.0, 50.0]]]}
+pytestmark = pytest.mark.parametrize("service_settings", ["sqlite"], indirect=True)
+
+
+def problem(r, status: int) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    return r.json()
+
+
+def cut(**extra) -> dict:
+    return {"add_geofences": [{"id": "G-CUT", "action": "deny", "geometry": SQUARE_KYIV,
+                               "reason": "cut", "override_contracts": True, **extra}],
+            "step_s": 3600, "reason": "cut"}
+
+
+def test_the_caller_cannot_choose_the_guard_window(service):
+    """S1: a breaching change is refused whatever window the caller names (a far-future
+    one, or one before the change starts): the server checks from max(now, valid_from) to
+    the contracts' term end itself; the caller's window only adds to it."""
+    client, h = service
+    far = {**cut(), "window_start": "2100-01-01T00:00:00Z", "window_end": "2100-01-02T00:00:00Z"}
+    body = problem(client.post("/api/policy/apply", json=far, headers=h["ed"]), 409)
+    assert body["preview"]["breach"] and body["change_id"]
+    later = {**cut(valid_from="2031-01-01T00:00:00Z"),
+             "window_start": "2030-01-01T00:00:00Z", "window_end": "2030-01-02T00:00:00Z"}
+    body = problem(client.post("/api/policy/apply", json=later, headers=h["ed"]), 409)
+    assert body["preview"]["window_start"].startswith("2031-01-01")
+    # a one-day cut inside the 90-day horizon is not diluted: checked per 30-day period
+    short = cut(valid_from="2027-01-10T00:00:00Z", valid_to="2027-01-11T00:00:00Z")
+    problem(client.post("/api/policy/apply", json=short, headers=h["ed"]), 409)
+    # after the contract's term: nothing to breach, applied at once
+    after = cut(valid_from="2041-01-01T00:00:00Z")
+    r = client.post("/api/policy/apply", json=after, headers=h["ed"])
+    assert r.status_code == 201, r.text
+    assert client.app.state.leotwin.store.history().versions[-1].author == "ed"
+
+
+def test_resource_routes_use_the_server_window(service):
+    """S1 for resource routes: a geofence added through /api/geofences with a later
+    valid_from is checked from then on."""
+    client, h = service
+    fence = {"type": "Feature", "geometry": SQUARE_KYIV,
+             "properties": {"id": "G-LATE", "action": "deny", "override_contracts": True,
+                            "valid_from": "2032-05-01T00:00:00Z", "reason": "later"}}
+    problem(client.post("/api/geofences", json=fence, headers=h["ed"]), 409)
+
+
+def test_pending_change_approval_is_bound_and_single_use(service):
+    """S3: 409 stores a pending change; a second user approves it with their own reason; the
+    author retries with approval_id; the approval is bound to the proposed policy and the
+    base version, and used once."""
+    client, h = service
+    store = client.app.state.leotwin.store
+    refused = problem(client.post("/api/policy/apply", json=cut(), headers=h["ed"]), 409)
+    cid = refused["change_id"]
+    ch = client.get(f"/api/policy/changes/{cid}", headers=h["ann"]).json()
+    assert ch["status"] == "pending" and ch["author"] == "ed" and ch["base_version"] == 1
+    assert ch["preview"]["breach"]
+    assert client.get(f"/api/policy/changes/{cid}", headers=h["ed"]).status_code == 200
+    problem(client.get(f"/api/policy/changes/{cid}", headers=h["cathy"]), 404)
+    problem(client.get(f"/api/policy/changes/{cid}", headers=h["aud"]), 404)
+    # not approved yet: still refused
+    problem(client.post("/api/policy/apply", json={**cut(), "approval_id": cid},
+                        headers=h["ed"]), 409)
+    # only an approver or admin other than the author, with a reason
+    problem(client.post(f"/api/policy/changes/{cid}/approve", json={"reason": "x"},
+                        headers=h["ed"]), 403)
+    problem(client.post(f"/api/policy/changes/{cid}/approve", json={}, headers=h["ann"]), 422)
+    r = client.post(f"/api/policy/changes/{cid}/approve", json={"reason": "ordered by HQ"},
+                    headers=h["ann"])
+    assert r.status_code == 200 and r.json()["status"] == "approved"
+    problem(client.post(f"/api/policy/changes/{cid}/approve", json={"reason": "again"},
+                        headers=h["root"]), 409)
+    row = store.audit_rows()[-1]
+    assert (row.action, row.actor, row.reason, row.entity_id) == (
+        "policy.approve", "ann", "ordered by HQ", cid)
+    # another change with this approval: refused (bound to the proposed policy's SHA-256)
+    other = cut()
+    other["add_geofences"][0]["id"] = "G-OTHER"
+    problem(client.post("/api/policy/apply", json={**other, "approval_id": cid},
+                        headers=h["ed"]), 409)
+    # another author with this approval: refused
+    problem(client.post("/api/policy/apply", json={**cut(), "approval_id": cid},
+                        headers=h["root"]), 409)
+    ok = client.post("/api/policy/apply", json={**cut(), "approval_id": cid}, headers=h["ed"])
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["approver"] == "ann" and ok.json()["version"] == 2
+    assert client.get(f"/api/policy/changes/{cid}", headers=h["ann"]).json()["status"] == "used"
+    # single use: removing and re-adding the same fence with it is refused
+    problem(client.post("/api/policy/apply", json={**cut(), "approval_id": cid},
+                        headers=h["ed"]), 422)  # G-CUT exists now
+    assert store.verify_audit().ok
+    # the retired header/body members are gone
+    problem(client.post("/api/policy/apply", json={**cut(), "approver_token": "x"},
+                        headers=h["ed"]), 422)
+
+
+def test_an_approval_expires_and_is_void_on_a_new_base_version(service):
+    client, h = service
+    store = client.app.state.leotwin.store
+    cid = problem(client.post("/api/policy/apply", json=cut(), headers=h["ed"]), 409)["change_id"]
+    assert client.post(f"/api/policy/changes/{cid}/approve", json={"reason": "ok"},
+                       headers=h["ann"]).status_code == 200
+    # another version recorded meanwhile: the approval was given on version 1
+    assert client.post("/api/accounts", json={"id": "initech", "country": "UKR"},
+                       headers=h["ed"]).status_code == 201
+    body = problem(client.post("/api/policy/apply", json={**cut(), "approval_id": cid},
+                               headers=h["ed"]), 409)
+    assert "not the one approved" in body["detail"] or "version" in body["detail"]
+    # expiry
+    cid = body["change_id"]
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from leotwin.store.models import PolicyChangeRow
+
+    with store.engine.begin() as conn:
+        conn.execute(update(PolicyChangeRow).where(PolicyChangeRow.id == cid).values(
+            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert client.get(f"/api/policy/changes/{cid}", headers=h["ann"]).json()["status"] == \
+        "expired"
+    problem(client.post(f"/api/policy/changes/{cid}/approve", json={"reason": "late"},
+                        headers=h["ann"]), 409)
+
+
+def test_customers_see_only_their_account_in_change_answers(service):
+    """S4 and S5: a customer's change answer lists no other tenant's accounts, contracts or
+    terminals; an explanation omits the policy version's author and reason."""
+    client, h = service
+    r = client.post("/api/contracts", json={
+        "id": "C-GLOBEX-SECRET", "account": "globex", "committed_availability_pct": 97.5,
+        "covered_area": {"type": "Polygon", "coordinates": [[[35, 49], [37, 49], [37, 51],
+                                                             [35, 51], [35, 49]]]},
+        "term_start": "2020-01-01T00:00:00Z", "term_end": "2040-01-01T00:00:00Z"},
+        headers={**h["ed"], "X-Change-Reason": "globex secret deal"})
+    assert r.status_code == 201, r.text
+    r = client.patch("/api/terminals/A-1", json={"serial": "x"}, headers=h["cathy"])
+    assert r.status_code == 200, r.text
+    prev = r.json()["preview"]
+    assert {a["account"] for a in prev["accounts"]} <= {"acme"}
+    assert {c["account"] for c in prev["contracts"]} <= {"acme"}
+    assert "C-GLOBEX-SECRET" not in r.text and "globex" not in r.text
+    staff = client.patch("/api/terminals/A-1", json={"serial": "y"}, headers=h["ed"]).json()
+    assert "C-GLOBEX-SECRET" in {c["contract"] for c in staff["preview"]["contracts"]}
+    e = client.get("/api/explain/A-1?at=2022-10-05T12:00:00Z", headers=h["cathy"]).json()
+    assert "version_author" not in e and "version_reason" not in e and e["version"] == 4
+    e = client.get("/api/explain/A-1?at=2022-10-05T12:00:00Z", headers=h["aud"]).json()
+    assert e["version_author"] == "ed"
