@@ -175,3 +175,34 @@ def test_step_graph_equals_sat_routes(seed, n_sat, n_gw, n_pop):
     np.testing.assert_array_equal(got.delay_ms, ref.delay_ms)
     for name in ("gateway", "pop", "hops", "pred"):
         np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n_sat=st.integers(2, 40), n_gw=st.integers(1, 6),
+       n_pop=st.integers(1, 3), outages=st.booleans())
+def test_reroute_equals_a_full_recomputation(seed, n_sat, n_gw, n_pop, outages):
+    """Routes without failed satellites (and gateways that are down) recomputed from the
+    healthy routes below the removed nodes only are the full shortest-path answer."""
+    from leotwin.routing.graph import StepGraph
+
+    rng = np.random.default_rng(seed)
+    pairs = np.unique(np.sort(rng.integers(0, n_sat, size=(3 * n_sat, 2)), axis=1), axis=0)
+    isl = pairs[pairs[:, 0] != pairs[:, 1]]
+    isl_ms = rng.uniform(1, 20, len(isl))
+    usable = rng.random(len(isl)) > 0.2
+    feed = np.unique(np.c_[rng.integers(0, n_gw, 2 * n_gw), rng.integers(0, n_sat, 2 * n_gw)],
+                     axis=0)
+    feed_ms = rng.uniform(1.5, 4, len(feed))
+    gw_pop = rng.integers(0, n_pop, n_gw)
+    fibre_ms = rng.uniform(0, 10, n_gw)
+    failed = rng.random(n_sat) < 0.15
+    gw_up = rng.random(n_gw) > 0.3 if outages else None
+    graph = StepGraph(n_sat, n_gw, n_pop, isl, gw_pop, fibre_ms, 0.1)
+    clean = graph.routes(usable, isl_ms, feed[:, 0], feed[:, 1], feed_ms)
+    ok = ~failed[feed[:, 1]]
+    ref = graph.routes(usable & ~failed[isl[:, 0]] & ~failed[isl[:, 1]], isl_ms,
+                       feed[ok, 0], feed[ok, 1], feed_ms[ok], gw_up=gw_up)
+    got = graph.reroute(clean, failed, gw_up)
+    np.testing.assert_array_equal(got.delay_ms, ref.delay_ms)
+    for name in ("gateway", "pop", "hops", "pred"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))

@@ -138,9 +138,12 @@ def test_a_jammer_that_does_not_cut_can_slow_a_terminal_down(positions):
     np.testing.assert_allclose(far["throughput_mbps"], clear["throughput_mbps"])
 
 
-def test_fast_paths_equal_the_reference_path(positions, monkeypatch):
-    """The shortcuts of the per-step pipeline (reused route variants, user links a few steps
-    at a time, jammer pruning by radio horizon, the clear-sky bound) change no result: the
+@pytest.mark.parametrize("slot_s", [60.0, 30.0])  # slots carried over; every step a slot
+def test_fast_paths_equal_the_reference_path(positions, monkeypatch, slot_s):
+    """The shortcuts of the per-step pipeline (reused route variants, variants rerouted
+    below the failures only, user links a few steps at a time, jamming tests of many steps in
+    one call, jammer pruning by radio horizon, the clear-sky bound) and the run without string
+    variables change no result: the
     same scenario — failures (some satellites relaying for others), a PoP cut, jammers near
     and far, a geofence, moving terminals, slot carry — rerun with every shortcut disabled is
     identical, variable by variable and bit for bit."""
@@ -179,14 +182,25 @@ def test_fast_paths_equal_the_reference_path(positions, monkeypatch):
     pol = Policy(accounts=[Account(id="army", country="UKR")],
                  terminals=[Terminal(id=t, account="army") for t in terminals["terminal"]],
                  geofences=[fence])
-    cfg = NetworkConfig(slot_s=60.0, beam_capacity_mbps=400.0)
+    cfg = NetworkConfig(slot_s=slot_s, beam_capacity_mbps=400.0)
 
     fast = simulate(positions, g, policy=pol, faults=faults, config=cfg)
     assert {"policy", "jamming", ""} <= set(np.unique(fast["cause"].to_numpy()))
+    # Without the string variables (what leotwin.run writes): the same, with codes for them.
+    lean = simulate_run(positions, g, policy=pol, faults=faults, config=cfg, strings=False)
+    for name, (names, codes) in lean.codes.items():
+        assert name not in lean.result
+        np.testing.assert_array_equal(np.asarray(names, dtype=object)[codes].astype(str),
+                                      fast[name].to_numpy().astype(str))
+    for name in lean.result.data_vars:
+        assert lean.result[name].equals(fast[name]), name
 
-    # Reference: every route variant computed, one step of user links at a time, every
-    # jammer evaluated at every terminal, every link budget evaluated one by one.
+    # Reference: every route variant computed in full, one step of user links at a time,
+    # one jamming test per step, every jammer evaluated at every terminal, every link budget
+    # evaluated one by one.
     monkeypatch.setattr(SatRoutes, "uses", lambda self, sats, gateways: True)
+    monkeypatch.setattr(network, "_REROUTE", False)  # every variant by a full Dijkstra
+    monkeypatch.setattr(network, "_BATCH_JAM", False)  # one jamming test per step
     monkeypatch.setattr(network, "_USER_PAIRS_PER_CHUNK", 1)
     monkeypatch.setattr(budget, "_BOUND_MARGIN_DB", np.inf)
     monkeypatch.setattr(budget, "jammer_reach",

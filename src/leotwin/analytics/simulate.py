@@ -30,7 +30,7 @@ import xarray as xr
 from ..faults import Faults, failed_mask, gateway_down_mask, jammer_state
 from ..policy.engine import DENY, THROTTLE, decide
 from ..policy.models import Policy, PolicyHistory
-from ..routing.network import CAUSE_BIT, CAUSES, NetworkConfig, code_strings, network_state
+from ..routing.network import CAUSE_BIT, CAUSES, NetworkConfig, _network_state, code_strings
 
 #: Which cause is primary when several are recorded (documented choice: physics first, then
 #: the operator's deliberate decisions, then faults, then load).
@@ -53,6 +53,10 @@ class SimulationRun:
     config: NetworkConfig | None
     as_of: object
     result: xr.Dataset
+    #: The string columns of ``result`` as codes: ``{name: (names, codes)}`` with
+    #: ``result[name] == names[codes]`` (``gateway``, ``cause``, ``rule``, ``dish_state``), so
+    #: that tables can be built without re-encoding strings; None when not known.
+    codes: dict | None = None
 
 
 @dataclass
@@ -98,15 +102,28 @@ def _jammer_fn(positions: xr.Dataset, jamming: _Jamming | None):
     j = jamming
     r = positions["r_ecef_km"].to_numpy()
 
-    def jammed(step: int, term_idx: np.ndarray, sat_idx: np.ndarray) -> np.ndarray:
-        if not j.active[step].any():
-            return np.zeros(term_idx.size, bool)
-        return budget.jammed_links(j.term_ecef[step, term_idx], r[step, sat_idx],
-                                   j.jam_ecef[step], j.eirp_dbw, j.bandwidth_mhz,
-                                   j.center_ghz, j.active[step],
-                                   terminal_up=j.term_up[step, term_idx],
-                                   in_reach=j.reach[step, term_idx])
+    def jammed(step, term_idx: np.ndarray, sat_idx: np.ndarray) -> np.ndarray:
+        """``step``: one step for all links, or one per link (many steps in one call)."""
+        if np.ndim(step) == 0:
+            if not j.active[step].any():
+                return np.zeros(term_idx.size, bool)
+            return budget.jammed_links(j.term_ecef[step, term_idx], r[step, sat_idx],
+                                       j.jam_ecef[step], j.eirp_dbw, j.bandwidth_mhz,
+                                       j.center_ghz, j.active[step],
+                                       terminal_up=j.term_up[step, term_idx],
+                                       in_reach=j.reach[step, term_idx])
+        out = np.zeros(term_idx.size, bool)
+        rows = np.flatnonzero(j.active[step].any(axis=1))  # no active jammer: not jammed
+        if rows.size:
+            st, te = step[rows], term_idx[rows]
+            out[rows] = budget.jammed_links(j.term_ecef[st, te], r[st, sat_idx[rows]],
+                                            j.jam_ecef, j.eirp_dbw, j.bandwidth_mhz,
+                                            j.center_ghz, j.active,
+                                            terminal_up=j.term_up[st, te],
+                                            in_reach=j.reach[st, te], step=st)
+        return out
 
+    jammed.steps_as_array = True  # network_state may test many steps in one call
     return jammed
 
 
@@ -153,12 +170,16 @@ def simulate(positions: xr.Dataset, ground, *, policy: Policy | PolicyHistory | 
 
 
 def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
-                 as_of=None, window=None, decisions: xr.Dataset | None = None) -> SimulationRun:
+                 as_of=None, window=None, decisions: xr.Dataset | None = None,
+                 strings: bool = True) -> SimulationRun:
     """:func:`simulate`, keeping the inputs for :func:`counterfactual`. ``window`` (start,
     stop) is the whole run's span when ``positions`` is one chunk of it (random failures are
     drawn over the whole run). ``decisions`` is a :func:`leotwin.decide` result for exactly
     these times and terminals, when the caller computed it (e.g. with policy state carried in
-    from an earlier chunk); otherwise ``policy`` is decided here."""
+    from an earlier chunk); otherwise ``policy`` is decided here. With ``strings=False`` the
+    string variables (``gateway``, ``cause``, ``rule``, ``dish_state``) are left out of
+    ``result`` and given only as codes (:attr:`SimulationRun.codes`), for writers that encode
+    them anyway (:func:`leotwin.run`)."""
     times = positions["time"].to_numpy()
     terms = ground.terminals["terminal"].astype(str).to_numpy()
     n_t, n_term = times.size, terms.size
@@ -180,9 +201,10 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
         rule_idx = dec["rule"].to_numpy()
         max_mbps = dec["max_mbps"].to_numpy().astype(float)
     jamming = _jamming_inputs(ground, faults, times)
-    net = network_state(positions, ground, config=config, failed=failed, gateway_down=gw_down,
-                        allowed=decision != DENY, jammed=_jammer_fn(positions, jamming),
-                        attribution=True)
+    net, gw_idx = _network_state(positions, ground, config=config, failed=failed,
+                                 gateway_down=gw_down, allowed=decision != DENY,
+                                 jammed=_jammer_fn(positions, jamming), attribution=True,
+                                 strings=strings)
     served = net["served"].to_numpy()
     bits = net["cause_bits"].to_numpy().copy()
     # Unserved with no single sufficient factor: record every factor present at the step.
@@ -219,31 +241,42 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
     for k in range(len(PRIMARY_ORDER), 0, -1):  # over causes: the first in the order wins
         primary[(bits & CAUSE_BIT[PRIMARY_ORDER[k - 1]]).astype(bool)] = k
     names = ("",) + PRIMARY_ORDER
-    cause = code_strings(names, primary)
-    dish = code_strings([DISH_STATE[c] for c in names], primary)
     is_policy = primary == names.index("policy")
-    rule = code_strings([""] + rule_ids, np.where(is_policy, rule_idx + 1, 0))
+    rule_code = np.where(is_policy, rule_idx + 1, 0)
+    gw_names = [""] + list(ground.gateways["gateway"].astype(str))
+    codes = {"gateway": (gw_names, gw_idx + 1), "cause": (names, primary),
+             "rule": ([""] + rule_ids, rule_code),
+             "dish_state": ([DISH_STATE[c] for c in names], primary)}
+    data = {
+        "served": (("time", "terminal"), served),
+        "throughput_mbps": (("time", "terminal"), throughput, {"units": "Mbit/s"}),
+        "rtt_ms": (("time", "terminal"), net["rtt_ms"].to_numpy(), {"units": "ms"}),
+        "sat": (("time", "terminal"), net["serving_sat"].to_numpy(),
+                {"description": "catalog number of the serving satellite, -1: none"}),
+        "gateway": (("time", "terminal"), None),
+        "cause": (("time", "terminal"), codes["cause"],
+                  {"primary_order": " > ".join(PRIMARY_ORDER)}),
+        "cause_bits": (("time", "terminal"), bits,
+                       {"flag_masks": [CAUSE_BIT[c] for c in CAUSES],
+                        "flag_meanings": " ".join(CAUSES)}),
+        "rule": (("time", "terminal"), codes["rule"]),
+        "dish_state": (("time", "terminal"), codes["dish_state"]),
+    }
+    for name, spec in list(data.items()):  # the string variables, from their codes
+        if name in codes:
+            if strings:
+                text = (net["gateway"].to_numpy() if name == "gateway"
+                        else code_strings(*codes[name]))
+                data[name] = (spec[0], text) + spec[2:]
+            else:
+                del data[name]
     result = xr.Dataset(
-        {
-            "served": (("time", "terminal"), served),
-            "throughput_mbps": (("time", "terminal"), throughput, {"units": "Mbit/s"}),
-            "rtt_ms": (("time", "terminal"), net["rtt_ms"].to_numpy(), {"units": "ms"}),
-            "sat": (("time", "terminal"), net["serving_sat"].to_numpy(),
-                    {"description": "catalog number of the serving satellite, -1: none"}),
-            "gateway": (("time", "terminal"), net["gateway"].to_numpy()),
-            "cause": (("time", "terminal"), cause,
-                      {"primary_order": " > ".join(PRIMARY_ORDER)}),
-            "cause_bits": (("time", "terminal"), bits,
-                           {"flag_masks": [CAUSE_BIT[c] for c in CAUSES],
-                            "flag_meanings": " ".join(CAUSES)}),
-            "rule": (("time", "terminal"), rule),
-            "dish_state": (("time", "terminal"), dish),
-        },
+        data,
         coords={"time": times, "terminal": terms,
                 "account": ("terminal", ground.terminals["account"].astype(str).to_numpy())},
         attrs={"primary_order": " > ".join(PRIMARY_ORDER)},
     )
-    return SimulationRun(positions, ground, policy, faults, config, as_of, result)
+    return SimulationRun(positions, ground, policy, faults, config, as_of, result, codes)
 
 
 def _without_policy_items(policy, geofences: set[str]):

@@ -24,6 +24,8 @@ from .sites import validate_sites
 # The geodetic vertical differs from the geocentric one by < 0.2°: widen the pruning mask.
 _PRUNE_MARGIN_DEG = 0.5
 _PRUNE_MARGIN_KM = 1.0
+#: Points per leaf of the satellites' KD-tree (measured fastest for dual-tree queries here).
+_SAT_LEAFSIZE = 16
 
 
 @dataclass
@@ -63,7 +65,10 @@ def sat_points(r_sat_ecef_km: np.ndarray, valid: np.ndarray) -> SatPoints:
     if ok.size == 0:
         return SatPoints(n_t, n_sat, ok, np.empty((0, 3)), None, 0.0)
     pts = np.ascontiguousarray(flat[ok])
-    return SatPoints(n_t, n_sat, ok, pts, cKDTree(pts),
+    # A tree built by the sliding midpoint rule (no median search, nodes not shrunk): half
+    # the build time and as fast to query for these evenly spread points.
+    tree = cKDTree(pts, leafsize=_SAT_LEAFSIZE, balanced_tree=False, compact_nodes=False)
+    return SatPoints(n_t, n_sat, ok, pts, tree,
                      float(np.sqrt((pts**2).sum(axis=1).max())))
 
 

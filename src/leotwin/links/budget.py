@@ -371,11 +371,13 @@ _BOUND_MARGIN_DB = 0.5
 
 def jammed_links(terminal_ecef_km, sat_ecef_km, jammer_ecef_km, jammer_eirp_dbw,
                  jammer_bandwidth_mhz, jammer_freq_ghz, jammer_active, *, terminal_up,
-                 in_reach=None) -> np.ndarray:
+                 in_reach=None, step=None) -> np.ndarray:
     """``jammed(sinr_db(...))`` for ``n`` links of one time step, evaluated cheaply.
 
     ``terminal_ecef_km``, ``sat_ecef_km`` and ``terminal_up`` ``(n, 3)``; the jammers of that
-    step ``(n_jam, 3)``, ``(n_jam,)``… as in :func:`sinr_db`; ``in_reach`` ``(n,)`` bool (as
+    step ``(n_jam, 3)``, ``(n_jam,)``… as in :func:`sinr_db` — or, for links of different
+    steps, ``step`` ``(n,)``: each link's row of ``jammer_ecef_km`` ``(n_time, n_jam, 3)``
+    and ``jammer_active`` ``(n_time, n_jam)``; ``in_reach`` ``(n,)`` bool (as
     :func:`jammer_reach`; computed when None). Links in some jammer's reach get the full SINR.
     The others see no interference, so their SINR is the clear-sky SNR, which falls with the
     range and the scan angle: one evaluation at the largest range and scan among them bounds it
@@ -387,11 +389,19 @@ def jammed_links(terminal_ecef_km, sat_ecef_km, jammer_ecef_km, jammer_eirp_dbw,
     up = np.asarray(terminal_up, dtype=np.float64)
     jam = np.asarray(jammer_ecef_km, dtype=np.float64)
     active = np.asarray(jammer_active, dtype=bool)
+    per_link = step is not None  # every link with its own step's jammers
+    if per_link:
+        step = np.asarray(step, np.int64)
     if in_reach is None:
-        in_reach = jammer_reach(term[None], jam[None], active[None])[0]
+        in_reach = (jammer_reach(term[:, None], jam[step], active[step])[:, 0] if per_link
+                    else jammer_reach(term[None], jam[None], active[None])[0])
     out = np.zeros(term.shape[0], bool)
     near = np.flatnonzero(in_reach)
-    if near.size:
+    if near.size and per_link:  # one "time" per link: the same formula element by element
+        out[near] = jammed(sinr_db(term[near][:, None], sat[near][:, None], jam[step[near]],
+                                   jammer_eirp_dbw, jammer_bandwidth_mhz, jammer_freq_ghz,
+                                   active[step[near]], terminal_up=up[near][:, None]))[:, 0]
+    elif near.size:
         out[near] = jammed(sinr_db(term[near][None], sat[near][None], jam[None],
                                    jammer_eirp_dbw, jammer_bandwidth_mhz, jammer_freq_ghz,
                                    active[None], terminal_up=up[near][None]))[0]

@@ -37,6 +37,10 @@ class SatRoutes:
     hops: np.ndarray  # space links from the satellite down to the gateway (≥ 1), 0 where none
     #: Predecessor of every node (satellites, gateways, PoPs) on its path, −1 for none.
     pred: np.ndarray | None = None
+    #: Distance of every node (ms) and the graph's edges (from, to, weight) — set by
+    #: :meth:`StepGraph.routes`, for :meth:`StepGraph.reroute`.
+    dist: np.ndarray | None = None
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def without(self, sats: np.ndarray) -> SatRoutes:
         """These routes with satellites ``sats`` (bool mask) removed, valid when no other
@@ -122,12 +126,18 @@ def sat_routes(n_sat: int, n_gw: int, n_pop: int, *, isl_edges: np.ndarray,
 def _routes(graph, n_sat: int, n_gw: int, n_pop: int) -> SatRoutes:
     """Multi-source Dijkstra from the PoP nodes of a canonical CSR graph, and each
     satellite's gateway, PoP and hop count from the predecessor tree."""
-    n = n_sat + n_gw + n_pop
-    gw_node = n_sat + np.arange(n_gw)
     pop_node = n_sat + n_gw + np.arange(n_pop)
     dist, pred, _sources = dijkstra(graph, directed=True, indices=pop_node,
                                     return_predecessors=True, min_only=True)
     pred = np.where(pred == _NO_PRED, -1, pred).astype(np.int64)
+    return _tree_routes(dist, pred, n_sat, n_gw, n_pop)
+
+
+def _tree_routes(dist: np.ndarray, pred: np.ndarray, n_sat: int, n_gw: int,
+                 n_pop: int) -> SatRoutes:
+    """Each satellite's delay, gateway, PoP and hop count from a shortest-path tree."""
+    n = n_sat + n_gw + n_pop
+    gw_node = n_sat + np.arange(n_gw)
     is_gw = np.zeros(n, bool)
     is_gw[gw_node] = True
     gw_of = _first_marked_ancestor(pred, is_gw)
@@ -141,6 +151,7 @@ def _routes(graph, n_sat: int, n_gw: int, n_pop: int) -> SatRoutes:
         pop=np.where(reach, pop_of[:n_sat] - n_sat - n_gw, -1),
         hops=np.where(reach, depth[:n_sat] - 1, 0),  # minus the fibre edge PoP–gateway
         pred=pred,
+        dist=dist,
     )
 
 
@@ -190,6 +201,61 @@ class StepGraph:
         w = np.concatenate([i_w, f_w, self.fib_w[fib]])
         indptr = np.zeros(self.n + 1, np.int64)
         np.cumsum(np.bincount(rows, minlength=self.n), out=indptr[1:])
-        graph = csr_array((np.maximum(w, _MIN_WEIGHT_MS), cols, indptr), shape=(self.n, self.n))
+        w = np.maximum(w, _MIN_WEIGHT_MS)
+        graph = csr_array((w, cols, indptr), shape=(self.n, self.n))
         graph.has_sorted_indices = True
-        return _routes(graph, self.n_sat, self.n_gw, self.n_pop)
+        out = _routes(graph, self.n_sat, self.n_gw, self.n_pop)
+        out.edges = (rows, cols, w)
+        return out
+
+    def reroute(self, clean: SatRoutes, failed: np.ndarray | None = None,
+                gw_up: np.ndarray | None = None) -> SatRoutes:
+        """:meth:`routes` of the same step with satellites ``failed`` and gateways not
+        ``gw_up`` (bool masks) removed, from that step's routes ``clean`` without them.
+
+        Removing nodes only lengthens paths, so every node whose shortest path avoids them
+        keeps its distance and path; only the subtrees below the removed nodes are
+        recomputed: one Dijkstra on those nodes from a super-source linked to each of them
+        with its best entry ``dist[u] + w(u, v)`` from a node that keeps its path. Distances
+        are the same sums in the same order as a full recomputation, so the result is the
+        same (up to how exact ties between equal-length paths are broken)."""
+        n_sat, n = self.n_sat, self.n
+        removed = np.zeros(n, bool)
+        if failed is not None:
+            removed[:n_sat] = failed
+        if gw_up is not None:
+            removed[n_sat:n_sat + self.n_gw] = ~np.asarray(gw_up, bool)
+        below = _first_marked_ancestor(clean.pred, removed) >= 0  # removed or under one
+        pred = np.where(below, -1, clean.pred)
+        dist = np.where(below, np.inf, clean.dist)
+        sub = np.flatnonzero(below & ~removed)  # to recompute
+        if sub.size:
+            rows, cols, w = clean.edges
+            into = below[cols] & ~removed[cols] & ~removed[rows]
+            rows, cols, w = rows[into], cols[into], w[into]
+            inner = below[rows]
+            local = np.full(n, -1, np.int64)
+            local[sub] = np.arange(sub.size)
+            # Best entry into each recomputed node from a node that keeps its path.
+            b_rows, b_cols = rows[~inner], cols[~inner]
+            entry = dist[b_rows] + w[~inner]
+            order = np.lexsort((entry, b_cols))
+            first = order[run_starts(b_cols[order])]
+            e_node, e_from, e_w = b_cols[first], b_rows[first], entry[first]
+            ok = np.isfinite(e_w)
+            e_node, e_from, e_w = e_node[ok], e_from[ok], e_w[ok]
+            src = sub.size  # the super-source
+            g_rows = np.r_[np.full(e_node.size, src), local[rows[inner]]]
+            g_cols = np.r_[local[e_node], local[cols[inner]]]
+            graph = coo_array((np.r_[e_w, w[inner]], (g_rows, g_cols)),
+                              shape=(src + 1, src + 1)).tocsr()
+            d_sub, p_sub = dijkstra(graph, directed=True, indices=src,
+                                    return_predecessors=True)
+            d_sub, p_sub = d_sub[:src], p_sub[:src]
+            reach = np.isfinite(d_sub)
+            via = np.full(sub.size, -1, np.int64)
+            via[local[e_node]] = e_from
+            dist[sub] = np.where(reach, d_sub, np.inf)
+            pred[sub] = np.where(~reach, -1, np.where(p_sub == src, via,
+                                                      np.r_[sub, -1][np.maximum(p_sub, 0)]))
+        return _tree_routes(dist, pred, n_sat, self.n_gw, self.n_pop)

@@ -20,8 +20,14 @@ With attribution, a step needs routes with and without its failures and outages.
 that coincide are computed once: without failures or outages at the step all four are one;
 with only one of the two, two; and when no healthy path passes through a failed satellite or
 ends at a gateway that is down, the healthy routes serve for all (failed satellites only stop
-serving). Results are the same as computing every variant (``tests/test_simulate.py`` pins
-it), up to how exact ties between equal-length paths or equal elevations are broken.
+serving); otherwise only the paths below the failed satellites and down gateways are
+recomputed (:meth:`~leotwin.routing.graph.StepGraph.reroute`).
+
+The jamming test of the scheduled links (a link budget per link) waits and runs for many
+steps in one call, except before a step that continues the previous step's slot (that step
+needs the previous one's final serving satellite). Results are the same as computing every
+variant in full and testing every step on its own (``tests/test_simulate.py`` pins it), up to
+how exact ties between equal-length paths or equal elevations are broken.
 """
 
 from __future__ import annotations
@@ -52,6 +58,12 @@ _STEPS_PER_CHUNK = 30
 #: Candidate user-link pairs per visibility call (see ``network_state``).
 _USER_PAIRS_PER_CHUNK = 100_000
 MODES = ("isl", "bent_pipe")
+#: Route variants with failures or outages by recomputing only the paths that change
+#: (:meth:`StepGraph.reroute`); False: a full shortest-path call per variant (the reference).
+_REROUTE = True
+#: Test the links of several steps for jamming in one call where the schedule allows it
+#: (see ``_flush``); False: one call per step (the reference).
+_BATCH_JAM = True
 POLICIES = ("max_elevation", "least_loaded")
 
 
@@ -108,7 +120,13 @@ def _gateway_links(r, ok, gw_ecef, gw_enu, gw_tree, gw_mask_deg, antennas, sats=
                                      site_tree=gw_tree, sats=sats)
     keep = el >= gw_mask_deg[g]
     t, g, s, el, rng = t[keep], g[keep], s[keep], el[keep], rng[keep]
-    order = np.lexsort((-el, g, t))
+    # np.lexsort((-el, g, t)) as two stable sorts (the second a radix sort when the
+    # (t, gateway) key fits 16 bits): the same order, 4x faster.
+    order = np.argsort(-el, kind="stable")
+    key = (t * gw_mask_deg.size + g)[order]
+    if key.size and key.max() <= np.iinfo(np.uint16).max:
+        key = key.astype(np.uint16)
+    order = order[np.argsort(key, kind="stable")]
     t, g, s, rng = t[order], g[order], s[order], rng[order]
     group_start = np.flatnonzero(run_starts(t, g))
     rank = np.arange(t.size) - np.repeat(group_start, np.diff(np.r_[group_start, t.size]))
@@ -116,8 +134,9 @@ def _gateway_links(r, ok, gw_ecef, gw_enu, gw_tree, gw_mask_deg, antennas, sats=
     return t[keep], g[keep], s[keep], rng[keep]
 
 
-def _choose(term, sat, el, routable, policy, n_sat):
-    """Per terminal (rows sorted by terminal): the row of the chosen satellite.
+def _choose(term, sat, el, routable, policy, n_sat, groups=None):
+    """Per terminal (rows grouped by terminal; ``groups``: their :func:`_groups`, when known):
+    the row of the chosen satellite.
 
     ``max_elevation``: the highest satellite with a path. ``least_loaded``: a capped
     deferred-acceptance assignment — every terminal proposes to its highest remaining
@@ -126,6 +145,17 @@ def _choose(term, sat, el, routable, policy, n_sat):
     grows only when some terminal has run out of candidates. This balances load while still
     preferring high satellites, with every round vectorized.
     """
+    if policy != "least_loaded" and groups is not None:
+        # The highest routable row of each group: its maximum over the routable rows (others
+        # count as -inf), then the first routable row at it.
+        if groups[0].size == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        e = np.where(routable, el, -np.inf)
+        top = np.maximum.reduceat(e, groups[0])
+        hit = np.flatnonzero(routable & (e == np.repeat(top, np.diff(np.r_[groups[0],
+                                                                           e.size]))))
+        hit = hit[run_starts(term[hit])]  # first row at the maximum
+        return term[hit], hit
     rows = np.flatnonzero(routable)
     if rows.size == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
@@ -184,7 +214,9 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
     relay; ``gateway_down`` ``(n_time, n_gateway)`` gateways without backhaul; ``allowed``
     ``(n_time, n_terminal)`` terminals the policy lets on the network (others are not
     scheduled); ``jammed(step, terminal_idx, sat_idx) -> bool`` tells whether a terminal
-    served by a satellite is jammed (then it is not served).
+    served by a satellite is jammed (then it is not served); a ``jammed`` with the attribute
+    ``steps_as_array = True`` also takes one step per link (an array) and is then called once
+    for many steps.
 
     With ``attribution=True`` the result also has ``cause_bits`` (``CAUSE_BIT`` flags): each
     factor whose presence *alone* (all other factors removed) would cut the terminal at that
@@ -199,6 +231,17 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
     (symmetric path). ``reason`` says why a terminal has no route: ``no_satellite`` (none
     operational above its mask) or ``no_gateway_path`` (satellites, but none with a path).
     """
+    return _network_state(positions, ground, config=config, failed=failed,
+                          gateway_down=gateway_down, allowed=allowed, jammed=jammed,
+                          attribution=attribution, progress=progress)[0]
+
+
+def _network_state(positions: xr.Dataset, ground, *, config=None, failed=None,
+                   gateway_down=None, allowed=None, jammed=None, attribution=False,
+                   progress=None, strings: bool = True) -> tuple[xr.Dataset, np.ndarray]:
+    """:func:`network_state` and the gateway of every (time, terminal) as an index into
+    ``ground.gateways`` (−1: none), the codes behind the ``gateway`` strings. With
+    ``strings=False`` the string variables (``gateway``, ``pop``, ``reason``) are left out."""
     cfg = (config or NetworkConfig()).resolved()
     terminals, gateways, pops = ground.terminals, ground.gateways, ground.pops
     times = positions["time"].to_numpy()
@@ -254,13 +297,18 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
     r_max = float(np.nanmax(np.linalg.norm(r0, axis=-1), initial=0.0))
     user_steps = _auto_chunk_steps(n_term, n_sat, cfg.terminal_min_elevation_deg, r_max,
                                    _USER_PAIRS_PER_CHUNK)
-    prev = np.full(n_term, -1, np.int64)
+    seen = np.zeros((n_t, n_term), bool)  # terminals with some satellite above the mask
+    pending: list[_Chosen] = []  # steps whose jamming test is deferred (see _flush)
+    batch_jam = _BATCH_JAM and getattr(jammed, "steps_as_array", False)
     for a in range(0, n_t, _STEPS_PER_CHUNK):  # chunks bound memory; see the module note on steps
         b = min(a + _STEPS_PER_CHUNK, n_t)
         r = r_all[a:b].to_numpy()
         ok = ok_all[a:b]
         usable, _, isl_ms = isl_feasible(r, edges, max_range_km=cfg.isl_max_range_km,
                                          margin_km=cfg.isl_atmosphere_margin_km, valid=ok)
+        # Moving terminals' sites at every step of the chunk, in one call each.
+        mv_ecef = geodetic_to_ecef(lat_t[a:b, moving], lon_t[a:b, moving], alt_t[a:b, moving])
+        mv_enu = enu_basis(lat_t[a:b, moving], lon_t[a:b, moving])
         for c in range(a, b, user_steps):  # cache-sized sub-chunks of feeder and user links
             d = min(c + user_steps, b)
             r_cd, ok_cd = r[c - a:d - a], ok[c - a:d - a]
@@ -271,7 +319,7 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
             g_bounds = np.searchsorted(gt, np.arange(d - c + 1))
             tt, ts, tsat, tel, trng = _terminal_links(
                 r_cd, ok_cd, fixed, fx_ecef, fx_enu, fx_tree, moving,
-                lat_t[c:d], lon_t[c:d], alt_t[c:d], cfg.terminal_min_elevation_deg, sats)
+                mv_ecef[c - a:d - a], mv_enu[c - a:d - a], cfg.terminal_min_elevation_deg, sats)
             t_bounds = np.searchsorted(tt, np.arange(d - c + 1))
             for step in range(c, d):  # the schedule carries state from step to step
                 k = step - a
@@ -282,52 +330,47 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
                                           g_ms[gsl], f, gw_down[step], attribution)
                 routes = variants[0]
                 term, sat, el, rng = ts[tsl], tsat[tsl], tel[tsl], trng[tsl]
-                sat_up = ~f[sat]
-                routable = sat_up & np.isfinite(routes.delay_ms[sat]) & allowed[step][term]
-                # Keep last step's satellite inside a slot while it still has a path.
+                groups = _groups(term)  # rows come grouped by terminal
+                routable = (~f & np.isfinite(routes.delay_ms))[sat] & allowed[step][term]
+                # Keep last step's satellite inside a slot while it still has a path (the
+                # previous step is final: pending steps are flushed before a slot goes on).
                 chosen_term = np.empty(0, np.int64)
                 chosen_row = np.empty(0, np.int64)
                 if step > 0 and slot[step] == slot[step - 1]:
-                    keep_rows = np.flatnonzero(routable & (sat == prev[term]))
+                    keep_rows = np.flatnonzero(routable & (sat == serving[step - 1][term]))
                     chosen_term, chosen_row = term[keep_rows], keep_rows
                 need = np.ones(n_term, bool)
                 need[chosen_term] = False
-                nt, nr = _choose(term, sat, el, routable & need[term], cfg.policy, n_sat)
+                nt, nr = _choose(term, sat, el, routable & need[term], cfg.policy, n_sat,
+                                 groups)
                 chosen_term = np.r_[chosen_term, nt]
                 chosen_row = np.r_[chosen_row, nr]
                 healthy_term = healthy_row = None
                 if attribution:
                     cause_bits[step], healthy_term, healthy_row = _step_causes(
-                        n_term, term, sat, el, sat_up, variants, allowed[step],
-                        jammed is not None, cfg.policy, n_sat)
-                if jammed is not None:
-                    # One link-budget call for the actual and the healthy choice.
-                    n_c = chosen_term.size
-                    q_term, q_row = chosen_term, chosen_row
-                    if healthy_term is not None:
-                        q_term, q_row = np.r_[q_term, healthy_term], np.r_[q_row, healthy_row]
-                    hit = (np.asarray(jammed(step, q_term, sat[q_row]), bool) if q_term.size
-                           else np.zeros(0, bool))
-                    chosen_term, chosen_row = chosen_term[~hit[:n_c]], chosen_row[~hit[:n_c]]
-                    if healthy_term is not None:
-                        cause_bits[step, healthy_term[hit[n_c:]]] |= CAUSE_BIT["jamming"]
+                        n_term, term, sat, el, f, variants, allowed[step],
+                        jammed is not None, cfg.policy, n_sat, groups)
+                seen[step, term] = True
                 s_chosen = sat[chosen_row]
-                serving[step, chosen_term] = s_chosen
-                out_gw[step, chosen_term] = routes.gateway[s_chosen]
-                out_pop[step, chosen_term] = routes.pop[s_chosen]
-                hops[step, chosen_term] = routes.hops[s_chosen] + 1  # + the user link
-                elev[step, chosen_term] = el[chosen_row]
-                one_way[step, chosen_term] = (light_time_ms(rng[chosen_row])
-                                              + cfg.processing_delay_ms
-                                              + routes.delay_ms[s_chosen])
-                seen = np.zeros(n_term, bool)
-                seen[term] = True
-                reason[step] = np.where(serving[step] >= 0, 0, np.where(seen, 2, 1))
-                handover[step] = (prev >= 0) & (serving[step] >= 0) & (serving[step] != prev)
-                sat_load[step] = np.bincount(s_chosen, minlength=n_sat)
-                prev = serving[step]
+                pending.append(_Chosen(
+                    step, chosen_term, s_chosen, el[chosen_row], rng[chosen_row],
+                    routes.gateway[s_chosen], routes.pop[s_chosen], routes.hops[s_chosen],
+                    routes.delay_ms[s_chosen], healthy_term,
+                    None if healthy_term is None else sat[healthy_row]))
+                # A step's jamming test waits (one link-budget call for many steps) unless
+                # the next step continues its slot and needs its final serving satellite.
+                if (jammed is None or not batch_jam or step + 1 == b
+                        or slot[step + 1] == slot[step]):
+                    outs = (serving, out_gw, out_pop, hops, elev, one_way, cause_bits)
+                    _flush(pending, jammed, batch_jam, outs, cfg.processing_delay_ms)
+                    pending = []
         if progress is not None:
             progress(b, n_t)
+    served_any = serving >= 0
+    reason[:] = np.where(served_any, 0, np.where(seen, 2, 1))
+    handover[1:] = served_any[:-1] & served_any[1:] & (serving[1:] != serving[:-1])
+    flat_load = (np.arange(n_t)[:, None] * n_sat + serving)[served_any]
+    sat_load[:] = np.bincount(flat_load, minlength=n_t * n_sat).reshape(n_t, n_sat)
 
     demand = terminals["demand_mbps"].to_numpy(np.float64)
     flat = (np.arange(n_t)[:, None] * n_sat + serving)[serving >= 0]
@@ -343,17 +386,11 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
             "serving_sat": (("time", "terminal"), np.where(served, sat_ids[np.maximum(serving, 0)],
                                                            -1),
                     {"description": "catalog number of the serving satellite, -1: none"}),
-            "gateway": (("time", "terminal"), np.where(out_gw >= 0, gw_names[np.maximum(
-                out_gw, 0)], "")),
-            "pop": (("time", "terminal"), np.where(out_pop >= 0, pop_names[np.maximum(
-                out_pop, 0)], "")),
             "hops": (("time", "terminal"), hops, {"description": "space links terminal→gateway"}),
             "elevation_deg": (("time", "terminal"), elev, {"units": "deg"}),
             "one_way_ms": (("time", "terminal"), one_way, {"units": "ms",
                                                            "description": "terminal → PoP"}),
             "rtt_ms": (("time", "terminal"), 2.0 * one_way, {"units": "ms"}),
-            "reason": (("time", "terminal"), code_strings(REASONS, reason),
-                       {"description": "why there is no route: no_satellite, no_gateway_path"}),
             "handover": (("time", "terminal"), handover),
             "handovers": (("terminal",), handover.sum(axis=0).astype(np.int32)),
             "sat_load_terminals": (("time", "sat"), sat_load),
@@ -368,6 +405,16 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
                "fibre_refractive_index": cfg.fibre_refractive_index,
                "fibre_route_factor": cfg.fibre_route_factor},
     )
+    if strings:  # in their place among the variables
+        names = list(ds.data_vars)
+        ds = ds.assign(
+            gateway=(("time", "terminal"), np.where(out_gw >= 0, gw_names[np.maximum(
+                out_gw, 0)], "")),
+            pop=(("time", "terminal"), np.where(out_pop >= 0, pop_names[np.maximum(
+                out_pop, 0)], "")),
+            reason=(("time", "terminal"), code_strings(REASONS, reason),
+                    {"description": "why there is no route: no_satellite, no_gateway_path"}))
+        ds = ds[names[:2] + ["gateway", "pop"] + names[2:6] + ["reason"] + names[6:]]
     if cfg.capacity:
         ds = _add_capacity(ds, serving, terminals, lat_t, lon_t, cfg, n_sat)
     if attribution:
@@ -377,7 +424,61 @@ def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None
         ds["cause_bits"] = (("time", "terminal"), cause_bits,
                             {"flag_masks": [CAUSE_BIT[c] for c in CAUSES],
                              "flag_meanings": " ".join(CAUSES)})
-    return ds
+    return ds, out_gw
+
+
+@dataclass
+class _Chosen:
+    """One step's scheduled links before the jamming test: terminal, satellite, elevation,
+    range and route of each, and the healthy choice whose jamming is tested (or None)."""
+
+    step: int
+    term: np.ndarray
+    sat: np.ndarray
+    el: np.ndarray
+    rng: np.ndarray
+    gateway: np.ndarray
+    pop: np.ndarray
+    hops: np.ndarray
+    delay_ms: np.ndarray
+    healthy_term: np.ndarray | None
+    healthy_sat: np.ndarray | None
+
+
+def _flush(pending: list[_Chosen], jammed, batch_jam: bool, outs, processing_delay_ms: float):
+    """Test the pending steps' links for jamming — one call for all of them when ``jammed``
+    takes an array of steps (``jammed.steps_as_array``), else one per step — and write the
+    links that are not jammed (and the healthy choices that are) into the outputs."""
+    serving, out_gw, out_pop, hops, elev, one_way, cause_bits = outs
+    hit = [np.zeros(0, bool)] * len(pending)
+    if jammed is not None:
+        q_step, q_term, q_sat = [], [], []
+        for p in pending:  # over a few steps: the queries of each, actual then healthy
+            terms = p.term if p.healthy_term is None else np.r_[p.term, p.healthy_term]
+            sats = p.sat if p.healthy_sat is None else np.r_[p.sat, p.healthy_sat]
+            q_step.append(np.full(terms.size, p.step, np.int64))
+            q_term.append(terms)
+            q_sat.append(sats)
+        if batch_jam:
+            steps, terms = np.concatenate(q_step), np.concatenate(q_term)
+            flat = (np.asarray(jammed(steps, terms, np.concatenate(q_sat)), bool)
+                    if terms.size else np.zeros(0, bool))
+            hit = np.split(flat, np.cumsum([x.size for x in q_term])[:-1])
+        else:
+            hit = [np.asarray(jammed(p.step, t, sa), bool) if t.size else np.zeros(0, bool)
+                   for p, t, sa in zip(pending, q_term, q_sat, strict=True)]
+    for p, h in zip(pending, hit, strict=True):  # over the pending steps
+        n_c = p.term.size
+        keep = ~h[:n_c] if h.size else slice(None)
+        step, t = p.step, p.term[keep]
+        serving[step, t] = p.sat[keep]
+        out_gw[step, t] = p.gateway[keep]
+        out_pop[step, t] = p.pop[keep]
+        hops[step, t] = p.hops[keep] + 1  # + the user link
+        elev[step, t] = p.el[keep]
+        one_way[step, t] = light_time_ms(p.rng[keep]) + processing_delay_ms + p.delay_ms[keep]
+        if p.healthy_term is not None and h.size:
+            cause_bits[step, p.healthy_term[h[n_c:]]] |= CAUSE_BIT["jamming"]
 
 
 def code_strings(names, codes: np.ndarray) -> np.ndarray:
@@ -414,30 +515,46 @@ def _step_variants(graph: StepGraph, edges, usable, isl_ms, feed_gw, feed_sat, f
         # down: removing them changes no other path (failed satellites only stop serving).
         actual = clean.without(failed) if any_f else clean
         return actual, clean, actual, clean
+    if _REROUTE:  # only the paths below failed satellites and gateways that are down
+        def routes(with_failures: bool, with_outages: bool) -> SatRoutes:  # noqa: F811
+            return graph.reroute(clean, failed if with_failures else None,
+                                 ~down if with_outages else None)
     actual = routes(any_f, any_d)
     only_f = routes(True, False) if (any_f and any_d) else (actual if any_f else clean)
     only_d = routes(False, True) if (any_f and any_d) else (actual if any_d else clean)
     return actual, clean, only_f, only_d
 
 
-def _any_per_terminal(n_term: int, term: np.ndarray, rows_ok: np.ndarray) -> np.ndarray:
-    return np.bincount(term[rows_ok], minlength=n_term) > 0
+def _groups(term: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start row and terminal of each group of rows of ``term`` (grouped by terminal)."""
+    start = np.flatnonzero(run_starts(term)) if term.size else np.empty(0, np.int64)
+    return start, term[start]
 
 
-def _step_causes(n_term, term, sat, el, sat_up, variants, allowed, with_jammers, policy,
-                 n_sat):
+def _any_per_terminal(n_term: int, groups, rows_ok: np.ndarray) -> np.ndarray:
+    """Per terminal: whether some of its rows is ``rows_ok`` (``groups``: :func:`_groups`)."""
+    out = np.zeros(n_term, bool)
+    if groups[0].size:
+        out[groups[1]] = np.logical_or.reduceat(rows_ok, groups[0])
+    return out
+
+
+def _step_causes(n_term, term, sat, el, failed, variants, allowed, with_jammers, policy,
+                 n_sat, groups):
     """Cause bits at one step: each factor that alone (everything else healthy) cuts the
     terminal. Healthy = no failures, no outages, no policy, no jammers. With jammers, also the
-    healthy choice (terminal, row) whose jamming the caller tests (then sets ``jamming``)."""
+    healthy choice (terminal, row) whose jamming the caller tests (then sets ``jamming``).
+    ``failed``: per satellite; ``groups``: :func:`_groups` of ``term``."""
     _, clean, only_f, only_d = variants
     bits = np.zeros(n_term, np.uint8)
-    has_rows = np.bincount(term, minlength=n_term) > 0
-    ok_clean = np.isfinite(clean.delay_ms[sat])
-    servable = _any_per_terminal(n_term, term, ok_clean)
-    servable_f = (servable if only_f is clean else
-                  _any_per_terminal(n_term, term, sat_up & np.isfinite(only_f.delay_ms[sat])))
-    servable_d = (servable if only_d is clean else
-                  _any_per_terminal(n_term, term, np.isfinite(only_d.delay_ms[sat])))
+    has_rows = np.zeros(n_term, bool)
+    has_rows[groups[1]] = True
+    ok_clean = np.isfinite(clean.delay_ms)[sat]
+    servable = _any_per_terminal(n_term, groups, ok_clean)
+    servable_f = (servable if only_f is clean else _any_per_terminal(
+        n_term, groups, (~failed & np.isfinite(only_f.delay_ms))[sat]))
+    servable_d = (servable if only_d is clean else _any_per_terminal(
+        n_term, groups, np.isfinite(only_d.delay_ms)[sat]))
     bits[~has_rows] |= CAUSE_BIT["no_coverage"]
     bits[has_rows & ~servable] |= CAUSE_BIT["no_backhaul"]  # no path even when healthy
     bits[servable & ~servable_d] |= CAUSE_BIT["no_backhaul"]
@@ -445,15 +562,16 @@ def _step_causes(n_term, term, sat, el, sat_up, variants, allowed, with_jammers,
     bits[servable & ~allowed] |= CAUSE_BIT["policy"]
     if not with_jammers:
         return bits, None, None
-    ct, cr = _choose(term, sat, el, ok_clean, policy, n_sat)  # the healthy choice
+    ct, cr = _choose(term, sat, el, ok_clean, policy, n_sat, groups)  # the healthy choice
     return bits, ct, cr
 
 
-def _terminal_links(r, ok, fixed, fx_ecef, fx_enu, fx_tree, moving, lat, lon, alt, mask_deg,
+def _terminal_links(r, ok, fixed, fx_ecef, fx_enu, fx_tree, moving, mv_ecef, mv_enu, mask_deg,
                     sats=None):
     """User links of one chunk as (t, terminal, sat, elevation_deg, range_km) grouped by
     (t, terminal): fixed terminals through one KD-tree query per chunk, moving ones through
-    one per step (their positions change). ``sats``: :func:`sat_points` of ``r``, ``ok``."""
+    one per step (their positions change: ``mv_ecef`` ``(n_time, n_moving, 3)`` and
+    ``mv_enu`` their :func:`enu_basis`). ``sats``: :func:`sat_points` of ``r``, ``ok``."""
     parts = []
     if fixed.size:
         t, s, sat, el, rng = visible_pairs(r, ok, fx_ecef, fx_enu, mask_deg, site_tree=fx_tree,
@@ -461,9 +579,7 @@ def _terminal_links(r, ok, fixed, fx_ecef, fx_enu, fx_tree, moving, lat, lon, al
         parts.append((t, fixed[s], sat, el, rng))
     if moving.size:
         for k in range(r.shape[0]):  # per step: moving terminals change position every step
-            site = geodetic_to_ecef(lat[k, moving], lon[k, moving], alt[k, moving])
-            _, m, sat, el, rng = visible_pairs(r[k:k + 1], ok[k:k + 1], site,
-                                               enu_basis(lat[k, moving], lon[k, moving]),
+            _, m, sat, el, rng = visible_pairs(r[k:k + 1], ok[k:k + 1], mv_ecef[k], mv_enu[k],
                                                mask_deg, sats=sats if r.shape[0] == 1 else None)
             parts.append((np.full(sat.size, k), moving[m], sat, el, rng))
     t, term, sat, el, rng = (np.concatenate(x) for x in zip(*parts, strict=True))
