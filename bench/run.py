@@ -24,6 +24,10 @@ import leotwin
 from leotwin.frames import enu_basis, geodetic_to_ecef
 from leotwin.timescale import split_julian_date
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dashboard_bench import bench_dashboard  # noqa: E402
+from service_bench import bench_service  # noqa: E402
+
 EPOCH = "2022-10-07T00:00:00Z"
 
 
@@ -566,6 +570,12 @@ def write_markdown(rows: list[dict], path: Path, sizes: Sizes, tiny: bool) -> No
         if r["benchmark"] == "flagship":
             val = f"{r['seconds'] / 60:.1f} min projected"
             ratio = ""
+        elif r["benchmark"] == "service" and "p50_ms" in r:
+            val = f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+            ratio = f"{r['errors']} errors of {r['requests']}"
+        elif r["benchmark"] in ("service", "dashboard"):
+            val = f"{r['seconds'] * 1000:.1f} ms"
+            ratio = f"{r['ratio']:.2f}× vs {r['ratio_to']}" if "ratio" in r else ""
         elif "peak_mib" in r:
             val = f"{r['peak_mib']:.0f} MiB peak ({r['seconds']:.1f} s)"
             ratio = ""
@@ -605,6 +615,8 @@ def main(argv=None) -> int:
     rows += bench_attribution(sizes)
     rows += bench_flagship(sizes)
     rows += bench_memory(sizes)
+    rows += bench_service(args.tiny)
+    rows += bench_dashboard(args.tiny)
     write_markdown(rows, args.out, sizes, args.tiny)
     print(args.out.read_text(encoding="utf-8").split("Raw JSON")[0])
     return 0

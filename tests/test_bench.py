@@ -19,6 +19,8 @@ def test_benchmarks_run_at_tiny_size(tmp_path, capsys):
     assert bench.main(["--tiny", "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
     for needle in ("raw SatrecArray", "leotwin.propagate", "Skyfield", "leotwin.visible",
-                   "dense numpy", "peak RSS", "leotwin.network_state", "networkx"):
+                   "dense numpy", "peak RSS", "leotwin.network_state", "networkx",
+                   "GET /api/explain",
+                   "redraw on a slider move"):
         assert needle in text
     capsys.readouterr()
