@@ -105,15 +105,3 @@ def access_token_claims(token: str, key: bytes) -> tuple[str, int] | None:
         return None
     tv = claims.get("tv", 0)
     return (claims["sub"], tv) if isinstance(tv, int) else None
-
-
-def access_token_subject(token: str, key: bytes) -> str | None:
-    """The user name of a valid, unexpired access token, else None."""
-    try:
-        claims = jwt.decode(token, key, algorithms=[ALGORITHM], issuer=ISSUER,
-                            options={"require": ["exp", "iat", "sub", "iss"]})
-    except jwt.PyJWTError:
-        return None
-    if claims.get("typ") != "access" or not isinstance(claims.get("sub"), str):
-        return None
-    return claims["sub"]
