@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
+import sys
 import tempfile
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,10 +27,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+# the uvicorn-in-a-thread server and the Chromium launch are shared with the browser test
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from browser import launch_chromium, serve  # noqa: E402
+
 REDRAW_TARGET_S = 0.100
 
 
@@ -90,34 +87,6 @@ def make_synthetic_run(out_dir: Path, n_terminals: int, *, n_steps: int = 96,
     return write_run(run, out_dir, step_s=step_s)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(app):
-    """Run ``app`` with uvicorn in a background thread on a free loopback port; yield its URL."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def bench_dashboard(tiny: bool) -> list[dict]:
     """First map render and redraw times of the dashboard in headless Chromium (module doc)."""
     from playwright.sync_api import sync_playwright
@@ -135,7 +104,7 @@ def bench_dashboard(tiny: bool) -> list[dict]:
         with Store.open(url) as store:
             store.add_user(user, "admin", actor=user, password=password)
         app = create_app(Settings(data_dir=root / "data", database_url=url,
-                                  secret_key="b" * 48))
+                                  secret_key="b" * 48, run_roots=[run_dir]))
         with serve(app) as base, httpx.Client(base_url=base, timeout=120) as http:
             r = http.post("/api/auth/token", data={"username": user, "password": password})
             r.raise_for_status()
@@ -145,8 +114,7 @@ def bench_dashboard(tiny: bool) -> list[dict]:
             r.raise_for_status()
             run_id = r.json()["id"]
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=CHROMIUM_ARGS)
+                browser = launch_chromium(pw)
                 try:
                     page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
                     # logged in already (the token the login form would store), so that

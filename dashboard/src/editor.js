@@ -1,7 +1,9 @@
 // The geofence editor: a drawn or uploaded polygon plus action, scope, validity window and
 // reason become a PolicyChange; "Preview" shows POST /api/policy/preview, "Apply" POSTs
-// /api/policy/apply and, on 409 (the change breaches a contract), asks for a second person's
-// credentials, gets that approver's token and retries with `approver_token`.
+// /api/policy/apply. A change that causes or deepens a contract breach is refused with 409 and
+// stored by the server as a pending change (`change_id`): the approval dialog lets a second
+// person sign in (their token lives only for the one approve request), approve it with their own
+// reason (POST /api/policy/changes/{id}/approve), and the apply is retried with `approval_id`.
 import { api, ApiError, requestToken } from "./api.js";
 import { polygonFromGeoJSON } from "./draw.js";
 
@@ -35,7 +37,8 @@ export class GeofenceEditor {
     this.status = status;
     this.lastBody = null;
     this.lastPreview = null;
-    this.pendingApply = null;
+    this.pending = null; // {body, changeId, preview} of a change refused for a breach
+    this.lastApproval = null; // the approved pending change (who approved, why)
     this.counter = 1;
     this.windowTouched = false;
     $("gf-id").value = this.nextId();
@@ -58,10 +61,8 @@ export class GeofenceEditor {
       ev.preventDefault();
       this.approveAndApply();
     });
-    $("approver-cancel").addEventListener("click", () => {
-      $("approver").hidden = true;
-      this.pendingApply = null;
-    });
+    $("approver-cancel").addEventListener("click", () => this.closeApproval());
+    $("approval").addEventListener("cancel", () => this.closeApproval()); // Escape
     this.syncAction();
     this.drawerChanged();
   }
@@ -249,6 +250,12 @@ export class GeofenceEditor {
     box.querySelector('[data-testid="preview-skipped"]').textContent = skipped.length
       ? `${skipped.length} terminal(s) without a service address were not counted`
       : "";
+    const weakened = p.weakened_contracts ?? [];
+    box.querySelector('[data-testid="preview-weakened"]').textContent = weakened.length
+      ? `weakened (needs an approver): ${weakened
+          .map((w) => `${w.contract} (${w.account}): ${w.change}`)
+          .join("; ")}`
+      : "";
     box.classList.toggle("breach", !!p.breach);
     const tbody = box.querySelector("tbody");
     tbody.replaceChildren();
@@ -274,7 +281,7 @@ export class GeofenceEditor {
   applyBody() {
     const reason = $("gf-apply-reason").value.trim();
     if (!reason) throw new Error("Change reason: an applied change needs a reason for the audit");
-    return { ...this.buildChange(), reason, approver_token: null };
+    return { ...this.buildChange(), reason };
   }
 
   async apply() {
@@ -287,37 +294,43 @@ export class GeofenceEditor {
       this.showError(err.message);
       return;
     }
+    this.lastApproval = null;
     await this.sendApply(body);
   }
 
-  async sendApply(body) {
+  /** POST /policy/apply as the signed-in user; a breach (409 + change_id) opens the dialog. */
+  async sendApply(body, approval = null) {
     $("gf-apply").disabled = true;
     this.status("applying…");
     try {
       const out = await api("/policy/apply", { method: "POST", body });
-      $("approver").hidden = true;
-      this.pendingApply = null;
+      this.closeApproval();
+      $("approver").reset(); // the approver's name and reason do not carry over to a next change
       if (out.preview) this.showPreview(out.preview);
+      const approver = out.approver ?? approval?.approver ?? null;
+      const why = out.approval_reason ?? approval?.approval_reason ?? null;
       const res = $("apply-result");
       res.hidden = false;
       res.textContent =
         `Applied: policy version ${out.version}, recorded ${out.recorded_at} by ${out.author}` +
-        `${out.approver ? `, approved by ${out.approver}` : ""}.`;
+        (approver ? `, approved by ${approver}${why ? ` (“${why}”)` : ""}` : "") +
+        ".";
+      res.dataset.approver = approver ?? "";
       this.status("change applied");
       this.counter += 1;
       $("gf-id").value = this.nextId();
       this.drawer.clear();
       this.onApplied?.(out);
     } catch (err) {
-      const breach = err instanceof ApiError && err.status === 409 &&
-        (err.problem?.preview || String(err.problem?.type ?? "").includes("breach"));
-      if (breach) {
-        if (err.problem?.preview) this.showPreview(err.problem.preview);
-        this.pendingApply = body;
-        $("approver").hidden = false;
-        if (body.approver_token) this.showError(err);
-        else this.status("breach: an approver must approve");
-        $("approver").querySelector("[name=username]").focus();
+      const changeId = err instanceof ApiError && err.status === 409 ? err.problem?.change_id : null;
+      if (changeId) {
+        const retried = !!body.approval_id;
+        const { approval_id: _, ...proposal } = body;
+        if (err.problem.preview) this.showPreview(err.problem.preview);
+        this.openApproval({ body: proposal, changeId: String(changeId), preview: err.problem.preview });
+        // a retry refused again (e.g. the policy changed in between): a new pending change
+        if (retried) this.showApprovalError(err);
+        this.status("breach: an approver must approve");
       } else {
         this.showError(err);
         this.status("");
@@ -327,26 +340,88 @@ export class GeofenceEditor {
     }
   }
 
+  openApproval(pending) {
+    this.pending = pending;
+    const dlg = $("approval");
+    const set = (testid, text) => {
+      dlg.querySelector(`[data-testid="${testid}"]`).textContent = text;
+    };
+    const p = pending.preview ?? {};
+    const why = [
+      ...(p.contracts ?? [])
+        .filter((c) => c.breach)
+        .map((c) => `${c.contract} (${c.account}): ${pct(c.after_pct)} < ${pct(c.committed_pct)}`),
+      ...(p.weakened_contracts ?? []).map((w) => `${w.contract} (${w.account}): ${w.change}`),
+    ];
+    set("approval-change-id", pending.changeId);
+    set("approval-contracts", why.length ? why.join("; ") : "–");
+    set("approval-hours-lost", p.terminal_hours_lost === undefined ? "–" : fmtHours(p.terminal_hours_lost));
+    set("approval-credits", p.credits_owed === undefined ? "–" : fmtMoney(p.credits_owed));
+    set("approval-change-reason", pending.body.reason ?? "");
+    this.hideApprovalError();
+    const form = $("approver");
+    form.elements.password.value = "";
+    if (!dlg.open) dlg.showModal();
+    form.elements.username.focus();
+  }
+
+  closeApproval() {
+    const dlg = $("approval");
+    $("approver").elements.password.value = "";
+    if (dlg.open) dlg.close();
+    this.pending = null;
+  }
+
+  /**
+   * The approver signs in for this one request: their token is requested, used to approve the
+   * pending change with their own reason, and dropped; then the author's apply is re-sent with
+   * the approval's id (the server checks it is the same change, unused and by someone else).
+   */
   async approveAndApply() {
-    if (!this.pendingApply) return;
-    this.hideError();
+    const pending = this.pending;
+    if (!pending) return;
+    this.hideApprovalError();
     const form = $("approver");
     const username = form.elements.username.value.trim();
     const password = form.elements.password.value;
-    let token;
+    const reason = form.elements.approval_reason.value.trim();
+    if (!username || !password) return this.showApprovalError("Approver: user name and password");
+    if (!reason) return this.showApprovalError("Approval reason: the approver's own reason is audited");
+    const submit = form.querySelector("[type=submit]");
+    submit.disabled = true;
+    let approval;
     try {
-      token = await requestToken(username, password);
+      let token = await requestToken(username, password);
+      form.elements.password.value = "";
+      try {
+        approval = await api(`/policy/changes/${encodeURIComponent(pending.changeId)}/approve`, {
+          method: "POST",
+          body: { reason },
+          token, // this request only: never stored, and not the signed-in user's session
+        });
+      } finally {
+        token = null;
+      }
     } catch (err) {
-      this.showError(err);
+      form.elements.password.value = "";
+      this.showApprovalError(err);
       return;
+    } finally {
+      submit.disabled = false;
     }
-    form.elements.password.value = "";
-    const why = form.elements.approval_reason.value.trim();
-    await this.sendApply({
-      ...this.pendingApply,
-      approver_token: token,
-      ...(why ? { approval_reason: why } : {}),
-    });
+    this.lastApproval = approval;
+    this.status(`approved by ${approval?.approver ?? username}; applying…`);
+    await this.sendApply({ ...pending.body, approval_id: pending.changeId }, approval);
+  }
+
+  showApprovalError(err) {
+    const el = $("approval").querySelector('[data-testid="approval-error"]');
+    el.hidden = false;
+    el.textContent = err instanceof ApiError ? err.describe() : String(err?.message ?? err);
+  }
+
+  hideApprovalError() {
+    $("approval").querySelector('[data-testid="approval-error"]').hidden = true;
   }
 
   showError(err) {

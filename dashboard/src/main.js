@@ -27,6 +27,7 @@ Object.assign(hooks, {
   user: null,
   lastPreviewBody: null,
   lastPreview: null,
+  framesEvery: 1, // `/frames?every=` of the loaded run (1: every step)
 });
 
 const state = {
@@ -39,10 +40,62 @@ const state = {
   loadSeq: 0,
   pollTimer: null,
   requestedId: null,
+  every: 1, // `/frames` thinning of the loaded run: slider step i is the run's step i × every
 };
 
 function status(msg) {
   $("status").textContent = msg || "";
+}
+
+// ---------------------------------------------------------------- frames of large runs
+// `/frames` is a JSON matrix of (time step × terminal) codes. Up to MAX_FRAME_CELLS cells
+// (10,000 terminals × 200 steps) it is fetched whole; a larger run is thinned to every k-th
+// step (`?every=k`) from the counts in its RunPublic, so the browser never parses more than
+// about 4 MB and the server is not asked for more than it serves. Should the server still
+// refuse (a limit of its own), k is raised until it answers.
+const MAX_FRAME_CELLS = 2_000_000;
+
+/** Number of time steps of a run (start and stop inclusive), or null when unknown. */
+function runSteps(run) {
+  const t0 = Date.parse(run?.start);
+  const t1 = Date.parse(run?.stop);
+  const step = Number(run?.step_s);
+  if (!Number.isFinite(t0) || !Number.isFinite(t1) || !(step > 0) || t1 < t0) return null;
+  return Math.floor((t1 - t0) / 1000 / step + 1e-9) + 1;
+}
+
+/** The `every` that keeps steps × terminals of `run` within MAX_FRAME_CELLS (or the test
+ * hook `window.leotwin.maxFrameCells`, set before the page loads). */
+function framesEvery(run, maxCells = hooks.maxFrameCells || MAX_FRAME_CELLS) {
+  const steps = runSteps(run);
+  const n = Number(run?.n_terminals);
+  if (!steps || !(n > 0)) return 1;
+  return Math.max(1, Math.ceil((steps * n) / maxCells));
+}
+
+function refusedAsTooLarge(err) {
+  return (
+    err instanceof ApiError &&
+    [400, 413, 422].includes(err.status) &&
+    /every|too large|too many|limit/i.test(err.describe())
+  );
+}
+
+/** `/frames` of `run`, thinned as needed; resolves to {frames, every}. */
+async function fetchFrames(base, run) {
+  let every = framesEvery(run);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const frames = await api(`${base}/frames${every > 1 ? `?every=${every}` : ""}`);
+      return { frames, every };
+    } catch (err) {
+      if (!refusedAsTooLarge(err) || attempt >= 8) throw err;
+      // the server's 413 names the least `every` that fits ("every >= 12", "at least 12")
+      const m = /(?:every\s*>=|at least)\s*(\d+)/i.exec(err.describe());
+      const hint = Number(err.problem?.min_every ?? m?.[1]);
+      every = Number.isInteger(hint) && hint > every ? hint : every * 2;
+    }
+  }
 }
 
 // ---------------------------------------------------------------- early fetches
@@ -55,10 +108,12 @@ function fetchRunData(id) {
     p.catch(() => {}); // errors are handled where the promise is awaited
     return p;
   };
+  const run = quiet(api(base));
   return {
-    run: quiet(api(base)),
+    run,
     terminals: quiet(api(`${base}/terminals`)),
-    frames: quiet(api(`${base}/frames`)),
+    // the run's counts decide the thinning; frames of an unfinished run are not asked for
+    frames: quiet(run.then((r) => (r.status === "done" ? fetchFrames(base, r) : null))),
     availability: quiet(api(`${base}/availability`)),
   };
 }
@@ -70,8 +125,9 @@ function fetchRunData(id) {
 // ---------------------------------------------------------------- map and components
 const map = createMap($("map"));
 const terminals = new TerminalLayer(map);
+// the chart has every step of the run; the slider the (possibly thinned) steps of `/frames`
 const chart = new AvailabilityChart($("availability-chart"), $("chart-readout"), (i) =>
-  setTime(i, { fromUser: true }),
+  setTime(Math.round(i / state.every), { fromUser: true }),
 );
 const panel = new TerminalPanel({ onClose: () => terminals.select(null) });
 let drawer = null;
@@ -260,8 +316,10 @@ function clearRun() {
   state.requestedId = null;
   state.run = null;
   state.frames = null;
+  state.every = 1;
   state.indexById = new Map();
   hooks.runId = null;
+  hooks.framesEvery = 1;
   hooks.runLoaded = false;
   if (map.getLayer("terminals")) map.removeLayer("terminals");
   if (map.getLayer("terminal-selected")) map.removeLayer("terminal-selected");
@@ -313,9 +371,9 @@ async function loadRun(id) {
   $("run-status").textContent =
     `${shortTime(run.start)} → ${shortTime(run.stop)}, step ${run.step_s} s, ${run.n_terminals} terminals`;
   try {
-    const [fc, frames, avail] = await Promise.all([
+    const [fc, { frames, every }, avail] = await Promise.all([
       pre?.terminals ?? api(`${base}/terminals`),
-      pre?.frames ?? api(`${base}/frames`),
+      (pre?.frames ?? Promise.resolve(null)).then((f) => f ?? fetchFrames(base, run)),
       (pre?.availability ?? api(`${base}/availability`)).catch((e) => {
         status(`availability: ${e.message}`);
         return null;
@@ -324,6 +382,8 @@ async function loadRun(id) {
     if (seq !== state.loadSeq) return;
     await mapReady;
     state.frames = frames;
+    state.every = every;
+    hooks.framesEvery = every;
     state.indexById = new Map();
     fc.features.forEach((f, k) => {
       const idx = Number.isInteger(f.properties?.index) ? f.properties.index : k;
@@ -344,7 +404,10 @@ async function loadRun(id) {
       hooks.runLoaded = true;
       if (hooks.firstRenderMs === null) hooks.firstRenderMs = performance.now();
     });
-    status(`${fc.features.length} terminals, ${frames.times.length} steps`);
+    status(
+      `${fc.features.length} terminals, ${frames.times.length} steps` +
+        (every > 1 ? ` (1 in ${every} of the run's steps)` : ""),
+    );
   } catch (e) {
     if (seq === state.loadSeq) status(`run ${id}: ${e instanceof ApiError ? e.describe() : e.message}`);
   }
@@ -392,7 +455,7 @@ function setTime(i, { fromUser = false } = {}) {
   map.triggerRepaint();
   if (fromUser || $("time-slider").value !== String(i)) $("time-slider").value = String(i);
   $("time-label").textContent = shortTime(fr.times[i]);
-  chart.setIndex(i);
+  chart.setIndex(i * state.every);
   if (panel.terminal) {
     const idx = state.indexById.get(panel.terminal);
     if (idx !== undefined) panel.setState(terminals.stateOf(idx));
@@ -446,6 +509,8 @@ Object.assign(hooks, {
     const p = map.project(lonlat);
     return { x: p.x, y: p.y };
   },
+  /** The palette: {state: "#rrggbb"} (the colour a terminal in that state is drawn with). */
+  palette: { ...COLORS },
   setTime: (i) => setTime(i, { fromUser: true }),
   currentTime,
   times: () => state.frames?.times ?? [],
