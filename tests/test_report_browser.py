@@ -10,13 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from browser import CHROMIUM, launch_chromium
 from leotwin.analytics.report import REPORT_SECTIONS
 from leotwin.flagship import run_flagship
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +29,7 @@ def test_report_renders_in_chromium(report_path, tmp_path):
 
     requests, errors = [], []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=CHROMIUM_ARGS)
+        browser = launch_chromium(pw)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("request", lambda r: requests.append(r.url))
