@@ -118,7 +118,8 @@ def _wait_ready(base: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> N
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout_s:
         if proc.poll() is not None:
-            raise RuntimeError(f"leotwin serve exited with {proc.returncode}")
+            raise RuntimeError(f"leotwin serve exited with {proc.returncode}; see its log "
+                               "(serve.log in the benchmark's directory)")
         try:
             if httpx.get(base + "/api/health", timeout=1.0).status_code == 200:
                 return
@@ -174,9 +175,11 @@ def bench_service(tiny: bool) -> list[dict]:
         guard_row = bench_guard(url, n_terminals)
         port = _free_port()
         env = {**os.environ, "LEOTWIN_DATA_DIR": str(root), "LEOTWIN_DATABASE_URL": url}
-        proc = subprocess.Popen([sys.executable, "-m", "leotwin.cli", "serve", "--host",
-                                 "127.0.0.1", "--port", str(port)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The server's log goes to a file: an unread pipe would fill and stall the server.
+        with open(root / "serve.log", "wb") as server_log:
+            proc = subprocess.Popen([sys.executable, "-m", "leotwin.cli", "serve", "--host",
+                                     "127.0.0.1", "--port", str(port)], env=env,
+                                    stdout=server_log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         _wait_ready(base, proc)
         hours = [f"2022-10-05T{h:02d}:00:00Z" for h in range(24)]
