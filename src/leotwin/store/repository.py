@@ -229,7 +229,10 @@ def _version_json(row: PolicyVersionRow) -> str:
 
 
 def _sqlite_engine_hooks(engine: Engine) -> None:
-    """Foreign keys on; each transaction ``BEGIN IMMEDIATE`` (serialised writers)."""
+    """Foreign keys on; each transaction ``BEGIN IMMEDIATE`` (serialised writers), except on
+    connections marked ``leotwin_read`` (:attr:`Store.reader`): a read-only transaction
+    begins deferred, so concurrent readers share the database instead of queueing behind
+    one another for the write lock."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):
@@ -240,7 +243,8 @@ def _sqlite_engine_hooks(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get("leotwin_read", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _hash_password(password: str) -> str:
@@ -277,6 +281,8 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        #: The same engine for read-only work (a deferred transaction on SQLite).
+        self.reader = engine.execution_options(leotwin_read=True)
 
     # -- lifecycle ------------------------------------------------------------------------
     @classmethod
@@ -315,7 +321,7 @@ class Store:
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        with Session(self.reader, expire_on_commit=False) as session, session.begin():
             yield session
 
     # -- policy versions ------------------------------------------------------------------
@@ -468,7 +474,7 @@ class Store:
     def user(self, name: str) -> User | None:
         q = select(UserRow.name, UserRow.role, UserRow.account, UserRow.disabled,
                    UserRow.token_version).where(UserRow.name == name)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             r = conn.execute(q).first()
         return None if r is None else _user(r)
 
@@ -599,7 +605,7 @@ class Store:
                     UserRow.token_version, ApiTokenRow.expires_at, ApiTokenRow.revoked_at)
              .join(ApiTokenRow, ApiTokenRow.user_name == UserRow.name)
              .where(ApiTokenRow.token_hash == token_hash(token)))
-        with self.engine.connect() as conn:  # Core: this runs on every request
+        with self.reader.connect() as conn:  # Core: this runs on every request
             row = conn.execute(q).first()
         if row is None or row.revoked_at is not None or row.disabled:
             return None
@@ -663,7 +669,7 @@ class Store:
             q = q.offset(offset)
         if limit is not None:
             q = q.limit(limit)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(q).mappings().all()
         return [{**r, "registered": bool(r["registered"])} for r in rows]
 
@@ -681,7 +687,7 @@ class Store:
 
     def latest_version(self) -> int | None:
         """Number of the latest policy version (None for an empty store); one cheap query."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return conn.execute(select(func.max(PolicyVersionRow.version))).scalar()
 
     # -- runs -----------------------------------------------------------------------------
