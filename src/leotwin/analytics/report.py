@@ -402,6 +402,14 @@ def _map_figure(terms: pd.DataFrame) -> Figure:
     return fig
 
 
+def _no_bars(ax, color: str, label: str, message: str) -> None:
+    """An empty horizontal bar chart that says why it is empty (a figure readable alone)."""
+    ax.barh([0], [0.0], color=color, label=label)
+    ax.set_yticks([0], labels=["(none)"])
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center")
+    ax.set_xlim(0, 1)
+
+
 def _rules_figure(rules: pd.DataFrame) -> Figure:
     top = rules.head(TOP_RULES)
     fig = _new_figure(8.0, 1.6 + 0.4 * max(len(top), 2))
@@ -413,11 +421,8 @@ def _rules_figure(rules: pd.DataFrame) -> Figure:
         ax.set_yticks(y, labels=top["rule"].astype(str).tolist())
         ax.invert_yaxis()
     else:
-        ax.barh([0], [0.0], color=COLORS["policy"], label="terminal-hours denied")
-        ax.set_yticks([0], labels=["(none)"])
-        ax.text(0.5, 0.5, "no step was denied by a policy rule", transform=ax.transAxes,
-                ha="center", va="center")
-        ax.set_xlim(0, 1)
+        _no_bars(ax, COLORS["policy"], "terminal-hours denied",
+                 "no step was denied by a policy rule")
     ax.set_xlabel("terminal-hours denied (h)")
     ax.set_ylabel("policy rule")
     ax.set_title(f"Policy rules by terminal-hours denied (top {TOP_RULES})")
@@ -442,11 +447,7 @@ def _causes_figure(causes: pd.DataFrame) -> Figure:
                                  zip(causes["cause"], causes["dish_state"], strict=True)])
         ax.invert_yaxis()
     else:
-        ax.barh([0], [0.0], color=COLORS["served"], label="unserved")
-        ax.set_yticks([0], labels=["(none)"])
-        ax.text(0.5, 0.5, "no outage or degradation in this run", transform=ax.transAxes,
-                ha="center", va="center")
-        ax.set_xlim(0, 1)
+        _no_bars(ax, COLORS["served"], "unserved", "no outage or degradation in this run")
     ax.set_xlabel("terminal-hours (h)")
     ax.set_ylabel("primary cause (what the dish showed)")
     ax.set_title("Terminal-hours by primary cause")

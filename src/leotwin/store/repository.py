@@ -276,6 +276,16 @@ def create_store_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def _filtered_page(query, equalities, offset: int, limit: int | None):
+    """``query`` with ``column == value`` for every pair whose value is given, then paged."""
+    for column, value in equalities:
+        if value is not None:
+            query = query.where(column == value)
+    if offset:
+        query = query.offset(offset)
+    return query if limit is None else query.limit(limit)
+
+
 class Store:
     """Policy versions, users and the audit log in SQLite or PostgreSQL."""
 
@@ -661,14 +671,8 @@ class Store:
             q = q.where(t.c.account == account).order_by(t.c.account, t.c.terminal_id)
         else:
             q = q.order_by(t.c.terminal_id)
-        for column, value in ((t.c.plan, plan), (t.c.status, status),
-                              (t.c.terminal_id, terminal_id)):
-            if value is not None:
-                q = q.where(column == value)
-        if offset:
-            q = q.offset(offset)
-        if limit is not None:
-            q = q.limit(limit)
+        q = _filtered_page(q, ((t.c.plan, plan), (t.c.status, status),
+                               (t.c.terminal_id, terminal_id)), offset, limit)
         with self.reader.connect() as conn:
             rows = conn.execute(q).mappings().all()
         return [{**r, "registered": bool(r["registered"])} for r in rows]
@@ -881,16 +885,10 @@ class Store:
                    row_id: int | None = None, limit: int | None = None,
                    offset: int = 0) -> list[AuditEntry]:
         """Audit rows in id order, filtered and paged in SQL."""
-        q = select(AuditRow).order_by(AuditRow.id)
-        for column, value in ((AuditRow.actor, actor), (AuditRow.action, action),
-                              (AuditRow.entity, entity), (AuditRow.entity_id, entity_id),
-                              (AuditRow.id, row_id)):
-            if value is not None:
-                q = q.where(column == value)
-        if offset:
-            q = q.offset(offset)
-        if limit is not None:
-            q = q.limit(limit)
+        q = _filtered_page(select(AuditRow).order_by(AuditRow.id),
+                           ((AuditRow.actor, actor), (AuditRow.action, action),
+                            (AuditRow.entity, entity), (AuditRow.entity_id, entity_id),
+                            (AuditRow.id, row_id)), offset, limit)
         with self._read() as s:
             rows = s.scalars(q).all()
         return [AuditEntry(**{k: getattr(r, k) for k in (*AUDIT_FIELDS, "prev_hash", "hash")})
