@@ -194,6 +194,12 @@ def test_fast_paths_equal_the_reference_path(positions, monkeypatch, slot_s):
                                       fast[name].to_numpy().astype(str))
     for name in lean.result.data_vars:
         assert lean.result[name].equals(fast[name]), name
+    # Without attribution (the benchmark's baseline): the same service, only no causes.
+    plain = simulate_run(positions, g, policy=pol, faults=faults, config=cfg,
+                         attribution=False).result
+    assert not {"cause", "cause_bits", "rule", "dish_state"} & set(plain.data_vars)
+    for name in plain.data_vars:
+        assert plain[name].equals(fast[name]), name
 
     # Reference: every route variant computed in full, one step of user links at a time,
     # one jamming test per step, every jammer evaluated at every terminal, every link budget

@@ -171,7 +171,7 @@ def simulate(positions: xr.Dataset, ground, *, policy: Policy | PolicyHistory | 
 
 def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
                  as_of=None, window=None, decisions: xr.Dataset | None = None,
-                 strings: bool = True) -> SimulationRun:
+                 strings: bool = True, attribution: bool = True) -> SimulationRun:
     """:func:`simulate`, keeping the inputs for :func:`counterfactual`. ``window`` (start,
     stop) is the whole run's span when ``positions`` is one chunk of it (random failures are
     drawn over the whole run). ``decisions`` is a :func:`leotwin.decide` result for exactly
@@ -179,7 +179,9 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
     from an earlier chunk); otherwise ``policy`` is decided here. With ``strings=False`` the
     string variables (``gateway``, ``cause``, ``rule``, ``dish_state``) are left out of
     ``result`` and given only as codes (:attr:`SimulationRun.codes`), for writers that encode
-    them anyway (:func:`leotwin.run`)."""
+    them anyway (:func:`leotwin.run`). With ``attribution=False`` the same run is simulated
+    without attributing causes (no ``cause``, ``cause_bits``, ``rule``, ``dish_state``): the
+    baseline against which the cost of attribution is measured (``bench/run.py``)."""
     times = positions["time"].to_numpy()
     terms = ground.terminals["terminal"].astype(str).to_numpy()
     n_t, n_term = times.size, terms.size
@@ -203,9 +205,12 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
     jamming = _jamming_inputs(ground, faults, times)
     net, gw_idx = _network_state(positions, ground, config=config, failed=failed,
                                  gateway_down=gw_down, allowed=decision != DENY,
-                                 jammed=_jammer_fn(positions, jamming), attribution=True,
-                                 strings=strings)
+                                 jammed=_jammer_fn(positions, jamming),
+                                 attribution=attribution, strings=strings)
     served = net["served"].to_numpy()
+    if not attribution:
+        return _unattributed(positions, ground, policy, faults, config, as_of, net, gw_idx,
+                             jamming, max_mbps, strings)
     bits = net["cause_bits"].to_numpy().copy()
     # Unserved with no single sufficient factor: record every factor present at the step.
     joint = ~served & (bits == 0)
@@ -277,6 +282,36 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
         attrs={"primary_order": " > ".join(PRIMARY_ORDER)},
     )
     return SimulationRun(positions, ground, policy, faults, config, as_of, result, codes)
+
+
+def _unattributed(positions, ground, policy, faults, config, as_of, net, gw_idx, jamming,
+                  max_mbps, strings: bool) -> SimulationRun:
+    """The run's service (served, throughput, RTT, satellite, gateway) without causes."""
+    served = net["served"].to_numpy()
+    if "throughput_mbps" in net:
+        throughput = np.minimum(net["throughput_mbps"].to_numpy(), max_mbps)
+    else:
+        throughput = np.minimum(ground.terminals["demand_mbps"].to_numpy(float)[None, :],
+                                max_mbps)
+    throughput = np.where(served, throughput, 0.0)
+    if jamming is not None:
+        throughput = throughput * _jamming_rate_factor(
+            positions, jamming, net["serving_sat"].to_numpy(), served)
+    gw_names = [""] + list(ground.gateways["gateway"].astype(str))
+    data = {
+        "served": (("time", "terminal"), served),
+        "throughput_mbps": (("time", "terminal"), throughput, {"units": "Mbit/s"}),
+        "rtt_ms": (("time", "terminal"), net["rtt_ms"].to_numpy(), {"units": "ms"}),
+        "sat": (("time", "terminal"), net["serving_sat"].to_numpy(),
+                {"description": "catalog number of the serving satellite, -1: none"}),
+    }
+    if strings:
+        data["gateway"] = (("time", "terminal"), net["gateway"].to_numpy())
+    result = xr.Dataset(data, coords={
+        "time": net["time"].to_numpy(), "terminal": net["terminal"].to_numpy(),
+        "account": ("terminal", ground.terminals["account"].astype(str).to_numpy())})
+    return SimulationRun(positions, ground, policy, faults, config, as_of, result,
+                         {"gateway": (gw_names, gw_idx + 1)})
 
 
 def _without_policy_items(policy, geofences: set[str]):
