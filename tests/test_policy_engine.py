@@ -284,3 +284,88 @@ def test_policy_state_round_trip_and_caller_mistakes():
         decide(policy, ["t1"], TIMES, pos, state=engine.PolicyState.initial(["x"]))
     with pytest.raises(ValueError, match="end at the state's last_step"):
         state.add_usage(TIMES[:2], np.zeros((2, 1)), 60.0)
+
+
+# ----------------------------------------------------------------------------- one-terminal path
+
+
+def _with_version(policy: Policy) -> PolicyHistory:
+    return PolicyHistory(versions=[PolicyVersion(
+        version=3, recorded_at=datetime(2022, 9, 1, tzinfo=UTC), author="ops",
+        reason="why it changed", policy=policy)])
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=["+".join(p) for p in PAIRS])
+def test_explain_at_equals_explain_of_decide(pair):
+    """The one-terminal path gives the same dict as explain() over decide(), for every pair
+    of rule kinds (motion and quota need speeds / data used, which one step has not)."""
+    policy, _ = build(set(pair))
+    history = _with_version(policy)
+    for t in TIMES:
+        want = explain(decide(history, ["t1"], [t], ([KYIV[0]], [KYIV[1]])), "t1", t)
+        assert engine.explain_at(history, "t1", t, KYIV) == want
+
+
+def test_explain_at_of_one_terminal_alone_equals_deciding_all():
+    """What the service does: the version with only the asked terminal gives it the same
+    answer as deciding every terminal of the version."""
+    fence = Geofence(id="east", geometry=box(49.5, 37.0, half=1.5), action="throttle",
+                     max_mbps=7, reason="east", author="ops")
+    plan = ServicePlan(name="p", priority_quota_gb_month=1, min_mbps=1, max_mbps=50)
+    terms = [Terminal(id=f"t{k}", account="a" if k % 2 else "b", plan="p" if k % 3 else None,
+                      status="standby" if k == 4 else "active") for k in range(9)]
+    lat = np.linspace(47.0, 51.0, 9)
+    lon = np.linspace(33.0, 39.0, 9)
+    policy = Policy(accounts=[Account(id="a", country="UKR"), Account(id="b", country="POL")],
+                    plans=[plan], terminals=terms, geofences=[fence],
+                    service_areas=[ServiceArea(id="ua", countries=["UKR"])])
+    history = _with_version(policy)
+    t = TIMES[1]
+    full = decide(history, None, [t], (lat, lon))
+    version = history.versions[0]
+    for k, term in enumerate(terms):
+        alone = version.model_copy(update={
+            "policy": policy.model_copy(update={"terminals": [term]})})
+        got = engine.explain_at(PolicyHistory(versions=[alone]), term.id, t, (lat[k], lon[k]))
+        assert got == explain(full, term.id, t)
+
+
+def test_compiled_zones_are_cached_by_content():
+    """Zones are compiled once per content: equal geometries in new objects reuse them; a
+    moved geofence gives the new answer; a bad geometry is not cached (the error again)."""
+    policy, _ = build({"geofence"})
+    t = TIMES[:1]
+    pos = ([KYIV[0]], [KYIV[1]])
+    assert DECISIONS[int(decide(policy, None, t, pos)["decision"][0, 0])] == "deny"
+    n = len(engine._ZONES._items)
+    same = Policy.model_validate_json(policy.model_dump_json())   # new objects, same content
+    assert DECISIONS[int(decide(same, None, t, pos)["decision"][0, 0])] == "deny"
+    assert len(engine._ZONES._items) == n
+    moved = policy.model_copy(update={"geofences": [policy.geofences[0].model_copy(
+        update={"geometry": box(KYIV[0] + 3, KYIV[1])})]})
+    assert DECISIONS[int(decide(moved, None, t, pos)["decision"][0, 0])] == "allow"
+    bad = policy.model_copy(update={"geofences": [policy.geofences[0].model_copy(update={
+        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]}})]})
+    for _ in range(2):
+        with pytest.raises(PolicyError, match="feature 0"):
+            decide(bad, None, t, pos)
+
+
+def test_shared_zones_from_many_threads():
+    """The cached zones are shared between threads (the service's thread pool): concurrent
+    decisions equal the sequential ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    lat, lon = rng.uniform(44.0, 53.0, 400), rng.uniform(22.0, 41.0, 400)
+    fences = [Geofence(id=f"g{k}", geometry=box(46.0 + k, 25.0 + 2 * k, half=0.8),
+                       action="deny") for k in range(6)]
+    policy = Policy(accounts=[Account(id="a", country="UKR")],
+                    terminals=[Terminal(id=f"t{k}", account="a") for k in range(400)],
+                    geofences=fences, service_areas=[ServiceArea(id="s", countries=["UKR"])])
+    want = decide(policy, None, TIMES[:1], (lat, lon))["rule"].to_numpy()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: decide(policy, None, TIMES[:1], (lat, lon))[
+            "rule"].to_numpy(), range(16)))
+    for g in got:
+        np.testing.assert_array_equal(g, want)

@@ -32,14 +32,18 @@ def test_the_generated_key_is_private_and_stable(tmp_path):
 
 def test_no_async_route_or_dependency_calls_the_store(service):
     """S9: a synchronous store call in an ``async def`` blocks the event loop; routes and
-    dependencies that reach the store are plain ``def`` (the thread pool). The one async
-    route (explain) hands its store calls to the thread pool itself."""
+    dependencies that reach the store are plain ``def`` (the thread pool). The caller's
+    dependency is async for a remembered token and hands any store look-up to the thread
+    pool itself."""
     client, _ = service
     from fastapi.routing import APIRoute
 
     from leotwin.service import deps
 
-    assert not inspect.iscoroutinefunction(deps.get_current_user)
+    src = inspect.getsource(deps.get_current_user)
+    assert "state.store." not in src
+    assert [line for line in src.splitlines() if "user_of_token" in line] == [
+        "        user = await run_in_threadpool(user_of_token, state, token)"]
     for route in client.app.routes:
         if isinstance(route, APIRoute) and inspect.iscoroutinefunction(route.endpoint):
             src = inspect.getsource(route.endpoint)

@@ -1,6 +1,7 @@
-"""Schemathesis (v4) against the service's own OpenAPI schema, authenticated as an admin:
-a bounded number of generated requests per operation; no 500s, and every response conforms
-to the schema (status code, content type, body).
+"""Schemathesis (v4) against the service's own OpenAPI schema, authenticated as an admin and
+as a customer (whose answers are mostly 403/404 problems, and its own account's data): a
+bounded number of generated requests per operation; no 500s, and every response conforms to
+the schema (status code, content type, body).
 
 ``POST /api/runs`` and the counterfactual rerun are left out: they start simulations (covered
 by tests/test_service_runs.py); everything else is fuzzed, writes included. The app is built
@@ -49,9 +50,10 @@ def _build():
                    PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
         seed_service_store(store)
         _, token = store.create_api_token("root", "fuzz")
+        _, customer = store.create_api_token("cathy", "fuzz")  # a customer of account acme
     app = create_app(settings)
     atexit.register(app.state.leotwin.store.close)
-    return app, {"Authorization": f"Bearer {token}"}
+    return app, {"Authorization": f"Bearer {token}"}, {"Authorization": f"Bearer {customer}"}
 
 
 # Bounded: the deterministic coverage phase (boundary and invalid values per parameter) is off
@@ -60,7 +62,7 @@ CONFIG = SchemathesisConfig.from_str(os.environ.get("LEOTWIN_FUZZ_CONFIG", """
 [phases.coverage]
 enabled = false
 """))
-APP, ADMIN = _build()
+APP, ADMIN, CUSTOMER = _build()
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG).exclude(
     method="POST", path_regex=r"^/api/runs(/\{run_id\}/counterfactual)?$")
 
@@ -70,6 +72,15 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG).exc
           suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_schema(case):
     case.call_and_validate(headers=ADMIN, checks=CHECKS)
+
+
+# The same as a customer: tenant confinement answers (403 for staff routes and other
+# accounts, 404 for others' ids) and the customer's own data must be schema-conform too.
+@schema.parametrize()
+@settings(max_examples=2, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+def test_api_conforms_to_its_schema_as_a_customer(case):
+    case.call_and_validate(headers=CUSTOMER, checks=CHECKS)
 
 
 # Generated run ids almost never name a run, so the run routes above mostly answer 404. Here a
@@ -100,6 +111,9 @@ def test_run_routes_conform_to_their_schema_on_a_real_run(registered_run, path):
     case = operation.Case(path_parameters={"run_id": registered_run})
     response = case.call_and_validate(headers=ADMIN, checks=CHECKS)
     assert response.status_code == 200, response.text
+    # an operator's run (no account) is shown to a customer confined to its own terminals
+    own = case.call_and_validate(headers=CUSTOMER, checks=CHECKS)
+    assert own.status_code == 200, own.text
     terminal = schema["/api/runs/{run_id}/terminals"]["GET"].Case(
         path_parameters={"run_id": registered_run}).call(headers=ADMIN).json()
     tid = terminal["features"][0]["properties"]["terminal"]

@@ -157,3 +157,79 @@ def test_customers_see_only_their_account_in_change_answers(service):
     assert "version_author" not in e and "version_reason" not in e and e["version"] == 4
     e = client.get("/api/explain/A-1?at=2022-10-05T12:00:00Z", headers=h["aud"]).json()
     assert e["version_author"] == "ed"
+
+
+def test_pending_changes_per_user_are_limited(service, monkeypatch):
+    """S6: one user holds at most ``max_pending_changes_per_user`` pending changes; beyond
+    it a breaching change is refused with 409 ``too-many-pending-changes`` naming the limit
+    and the pending ids, and nothing is stored. Retrying the same change reuses its pending
+    change; approved or expired changes no longer count; other users are not affected."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import func, select, update
+
+    from leotwin.store.models import PolicyChangeRow
+
+    client, h = service
+    state = client.app.state.leotwin
+    monkeypatch.setattr(state, "settings", state.settings.model_copy(
+        update={"max_pending_changes_per_user": 2}))
+    store = state.store
+
+    def fence(fid: str) -> dict:
+        body = cut()
+        body["add_geofences"][0]["id"] = fid
+        return body
+
+    def count(author: str) -> int:
+        with store.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(PolicyChangeRow).where(
+                PolicyChangeRow.author == author)).scalar()
+
+    c1 = problem(client.post("/api/policy/apply", json=fence("G-1"), headers=h["ed"]),
+                 409)["change_id"]
+    assert problem(client.post("/api/policy/apply", json=fence("G-1"), headers=h["ed"]),
+                   409)["change_id"] == c1           # the same change: no second entry
+    c2 = problem(client.post("/api/policy/apply", json=fence("G-2"), headers=h["ed"]),
+                 409)["change_id"]
+    audit = len(store.audit_rows())
+    body = problem(client.post("/api/policy/apply", json=fence("G-3"), headers=h["ed"]), 409)
+    assert body["type"] == "urn:leotwin:problem:too-many-pending-changes"
+    assert body["limit"] == 2 and body["pending"] == 2
+    assert body["pending_change_ids"] == [c1, c2] and "change_id" not in body
+    assert "at most 2" in body["detail"] and "max_pending_changes_per_user" in body["detail"]
+    assert body["preview"]["breach"]
+    assert count("ed") == 2 and len(store.audit_rows()) == audit
+    assert store.history().versions[-1].version == 1
+    # the same limit through a resource route
+    geo = {"type": "Feature", "geometry": SQUARE_KYIV,
+           "properties": {"id": "G-4", "action": "deny", "override_contracts": True}}
+    assert problem(client.post("/api/geofences", json=geo, headers=h["ed"]), 409)[
+        "type"] == "urn:leotwin:problem:too-many-pending-changes"
+    # another user has its own allowance
+    assert problem(client.post("/api/policy/apply", json=fence("G-3"), headers=h["root"]),
+                   409)["change_id"]
+    # an approved change no longer counts as pending
+    assert client.post(f"/api/policy/changes/{c1}/approve", json={"reason": "ok"},
+                       headers=h["ann"]).status_code == 200
+    c3 = problem(client.post("/api/policy/apply", json=fence("G-3"), headers=h["ed"]),
+                 409)["change_id"]
+    assert c3 not in (c1, c2)
+    problem(client.post("/api/policy/apply", json=fence("G-5"), headers=h["ed"]), 409)
+    assert count("ed") == 3
+    # nor does an expired one
+    with store.engine.begin() as conn:
+        conn.execute(update(PolicyChangeRow).where(PolicyChangeRow.id == c2).values(
+            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert problem(client.post("/api/policy/apply", json=fence("G-5"), headers=h["ed"]),
+                   409)["change_id"] not in (c1, c2, c3)
+
+
+def test_the_pending_change_limit_comes_from_the_settings(service, monkeypatch):
+    from leotwin.config import Settings
+    from leotwin.service import changes
+
+    client, _ = service
+    assert changes.max_pending_changes(client.app.state.leotwin) == 5  # the default
+    monkeypatch.setenv("LEOTWIN_MAX_PENDING_CHANGES_PER_USER", "7")
+    assert Settings().max_pending_changes_per_user == 7

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
         "an admin may register a finished run directory (comma-separated or JSON)")
     max_active_runs_per_user: int = Field(
         2, ge=1, le=100, description="runs one user may have queued or running at once")
+    max_pending_changes_per_user: int = Field(
+        5, ge=1, le=1000, description="pending (unapproved) policy changes one user may hold")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024,
                                   description="largest accepted upload (terminal import)")
 

@@ -22,8 +22,9 @@ Each decision carries a rule id (``status:suspended``, ``geofence:<id>``, ``plan
 and every rule id has a human reason, an author and the change reason of the policy version.
 
 Vectorized: memberships are computed once per distinct position (fixed terminals: once per
-terminal) with :class:`~leotwin.policy.geofence.ZoneIndex`; rules are applied as boolean masks
-over (time, terminal) blocks, looping only over rules.
+terminal) with :class:`~leotwin.policy.geofence.ZoneIndex`, compiled once per zone content
+and reused across calls; rules are applied as boolean masks over (time, terminal) blocks,
+looping only over rules. :func:`explain_at` is the one-terminal, one-instant path (no Dataset).
 
 State across windows (:class:`PolicyState`): two rules depend on what happened before the
 decided window — ``roaming`` (distinct UTC calendar days outside the account's country so far
@@ -41,7 +42,11 @@ a later month).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -136,6 +141,108 @@ def _windows_meet(a: Geofence, b: Geofence) -> bool:
     hi = min(a.valid_to or b.valid_to, b.valid_to or a.valid_to) if (
         a.valid_to or b.valid_to) else None
     return lo is None or hi is None or lo < hi
+
+
+class _SharedZones:
+    """A compiled :class:`ZoneIndex` shared between calls (and threads).
+
+    GEOS prepared geometries initialise their internal indexes lazily and are not thread-safe
+    (libgeos/geos#825) while shapely releases the GIL in ``intersects_xy``: queries of one
+    shared index are serialised by its lock (a query of one point takes microseconds)."""
+
+    def __init__(self, index: ZoneIndex) -> None:
+        self.index = index
+        self._lock = threading.Lock()
+
+    def contains(self, lat_deg, lon_deg) -> np.ndarray:
+        with self._lock:
+            return self.index.contains(lat_deg, lon_deg)
+
+
+class _ZoneCache:
+    """Compiled zone indexes by the content of their zones, least recently used dropped.
+
+    Compiling a zone (validity check, prepared geometry, fine grid) costs milliseconds per
+    zone and ~0.5 s for the first country borders, while deciding one terminal at one step
+    costs far less: without this cache every ``decide`` call paid the compile again (the
+    service's one-terminal explanations, a run's every chunk). The key is the zones' content
+    (canonical JSON of the GeoJSON, or the country codes), not the policy object, so a changed
+    policy can never be answered from another policy's zones; a failed compile is not cached
+    (the error is raised again, naming the same feature)."""
+
+    def __init__(self, max_entries: int = 16) -> None:
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._building: dict[tuple, threading.Lock] = {}
+        self._items: OrderedDict[tuple, _SharedZones] = OrderedDict()
+
+    def get(self, key: tuple, build: Callable[[], list]) -> _SharedZones:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+            building = self._building.setdefault(key, threading.Lock())
+        try:
+            with building:  # concurrent first calls for one key compile it once
+                with self._lock:
+                    hit = self._items.get(key)
+                if hit is None:
+                    hit = _SharedZones(ZoneIndex(build()))
+                    with self._lock:
+                        self._items[key] = hit
+                        while len(self._items) > self.max_entries:
+                            self._items.popitem(last=False)
+        finally:
+            with self._lock:
+                self._building.pop(key, None)
+        return hit
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_ZONES = _ZoneCache()
+# Canonical JSON of a frozen model's geometry, by the model (weakly referenced): serialising
+# a 70 kB frontline polygon costs milliseconds, more than a one-terminal decision. Geofences
+# and contracts are frozen models; their GeoJSON is treated as a value (never edited in place:
+# a changed geometry is a new model, e.g. ``model_copy(update=...)``, hence a new key).
+_GEOMETRY_KEYS: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def _geometry_key(model, geometry) -> str:
+    """Canonical JSON of ``geometry`` (a field of the frozen ``model``), memoised per model."""
+    hit = _GEOMETRY_KEYS.get(id(model))
+    if hit is not None and hit[0]() is model:
+        return hit[1]
+    key = geometry if isinstance(geometry, str) else json.dumps(
+        geometry, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    ident = id(model)
+    _GEOMETRY_KEYS[ident] = (weakref.ref(model, lambda _, k=ident: _GEOMETRY_KEYS.pop(k, None)),
+                             key)
+    return key
+
+
+def _country_zones(countries: list[str]) -> _SharedZones:
+    def build():
+        polys = country_polygons(countries)
+        return [polys[c] for c in countries]
+    return _ZONES.get(("countries", tuple(countries)), build)
+
+
+def _fence_zones(fences: Sequence[Geofence]) -> _SharedZones:
+    key = ("geofences", tuple(_geometry_key(g, g.geometry) for g in fences))
+    return _ZONES.get(key, lambda: [
+        parse_geometry(g.geometry, source="policy", feature=k, field="geofences.geometry")
+        for k, g in enumerate(fences)])
+
+
+def _contract_zones(contracts: Sequence) -> _SharedZones:
+    key = ("contracts", tuple(_geometry_key(c, c.covered_area) for c in contracts))
+    return _ZONES.get(key, lambda: [
+        parse_geometry(c.covered_area, source="policy", feature=k,
+                       field="contracts.covered_area") for k, c in enumerate(contracts)])
 
 
 def _positions(positions, times, n_term):
@@ -315,8 +422,7 @@ def _points(pol: Policy, positions_of_terminals, times: np.ndarray, n_term: int)
                        | {c for r in pol.registration_rules for c in (r.countries or [])})
     c_member = np.zeros((p_lat.size, 0), bool)
     if countries:
-        polys = country_polygons(countries)
-        c_member = ZoneIndex([polys[c] for c in countries]).contains(p_lat, p_lon)
+        c_member = _country_zones(countries).contains(p_lat, p_lon)
     return _Points(lat, lon, moving, pidx, p_lat, p_lon, countries, c_member,
                    {c: k for k, c in enumerate(countries)})
 
@@ -409,6 +515,52 @@ def decide(policy: Policy | PolicyHistory, terminals: Sequence[str] | None, time
     result is ``(dataset, state at the end of the window)`` (module docstring: "State across
     windows").
     """
+    d = _decide(policy, terminals, times, positions_of_terminals, as_of=as_of,
+                used_gb=used_gb, speed_kmh=speed_kmh, chunk_steps=chunk_steps, state=state,
+                return_state=return_state)
+    rules, version = d.rules, d.version
+    ds = xr.Dataset(
+        {
+            "decision": (("time", "terminal"), d.decision,
+                         {"flag_values": list(range(len(DECISIONS))),
+                          "flag_meanings": " ".join(DECISIONS)}),
+            "rule": (("time", "terminal"), d.rule, {"description": "index into rule_id"}),
+            "max_mbps": (("time", "terminal"), d.max_mbps, {"units": "Mbit/s",
+                                                            "description": "0 when denied"}),
+            "rule_kind": (("rule_id",), np.array(rules.kind, dtype=str)),
+            "rule_reason": (("rule_id",), np.array(rules.reason, dtype=str)),
+            "rule_author": (("rule_id",), np.array(rules.author, dtype=str)),
+        },
+        coords={"time": d.times, "terminal": np.array(d.ids, dtype=str),
+                "account": ("terminal", d.term_account.astype(str)),
+                "rule_id": np.array(rules.ids, dtype=str)},
+        attrs={"policy_version": version.version if version else 0,
+               "policy_recorded_at": version.recorded_at.isoformat() if version else "",
+               "precedence": " > ".join(PRECEDENCE)},
+    )
+    if return_state:
+        return ds, d.end_state
+    return ds
+
+
+@dataclass
+class _Decided:
+    """What :func:`decide` computes, before it is wrapped in a Dataset."""
+
+    times: np.ndarray
+    ids: list[str]
+    term_account: np.ndarray
+    decision: np.ndarray
+    rule: np.ndarray
+    max_mbps: np.ndarray
+    rules: _Rules
+    version: PolicyVersion | None
+    end_state: PolicyState | None
+
+
+def _decide(policy, terminals, times, positions_of_terminals, *, as_of, used_gb, speed_kmh,
+            chunk_steps, state, return_state) -> _Decided:
+    """:func:`decide`'s arrays (see there)."""
     pol, version = _resolve(policy, as_of)
     ids, terms = _terminals(pol, terminals)
     times = np.atleast_1d(to_utc_datetime64(times)).astype("datetime64[ns]")
@@ -440,15 +592,11 @@ def decide(policy: Policy | PolicyHistory, terminals: Sequence[str] | None, time
         return c_member[:, [c_col[c] for c in codes]].any(axis=1)
 
     fences = pol.geofences
-    f_geoms = [parse_geometry(g.geometry, source="policy", feature=k, field="geofences.geometry")
-               for k, g in enumerate(fences)]
-    f_member = ZoneIndex(f_geoms).contains(p_lat, p_lon) if fences else np.zeros(
+    f_member = _fence_zones(fences).contains(p_lat, p_lon) if fences else np.zeros(
         (p_lat.size, 0), bool)
     contracts = pol.contracts
-    k_member = ZoneIndex([parse_geometry(c.covered_area, source="policy", feature=k,
-                                         field="contracts.covered_area")
-                          for k, c in enumerate(contracts)]).contains(p_lat, p_lon) \
-        if contracts else np.zeros((p_lat.size, 0), bool)
+    k_member = _contract_zones(contracts).contains(p_lat, p_lon) if contracts else np.zeros(
+        (p_lat.size, 0), bool)
 
     # Speeds from positions when not given (ground speed between steps).
     if speed_kmh is None:
@@ -480,29 +628,9 @@ def decide(policy: Policy | PolicyHistory, terminals: Sequence[str] | None, time
             term_plan_name, speed_kmh[sl], roam_days[sl] if roam_days is not None else None,
             None if used_gb is None else np.broadcast_to(used_gb, (n_t, n_term))[sl],
             decision[sl], rule[sl], max_mbps[sl])
-
-    ds = xr.Dataset(
-        {
-            "decision": (("time", "terminal"), decision,
-                         {"flag_values": list(range(len(DECISIONS))),
-                          "flag_meanings": " ".join(DECISIONS)}),
-            "rule": (("time", "terminal"), rule, {"description": "index into rule_id"}),
-            "max_mbps": (("time", "terminal"), max_mbps, {"units": "Mbit/s",
-                                                          "description": "0 when denied"}),
-            "rule_kind": (("rule_id",), np.array(rules.kind, dtype=str)),
-            "rule_reason": (("rule_id",), np.array(rules.reason, dtype=str)),
-            "rule_author": (("rule_id",), np.array(rules.author, dtype=str)),
-        },
-        coords={"time": times, "terminal": np.array(ids, dtype=str),
-                "account": ("terminal", term_account.astype(str)),
-                "rule_id": np.array(rules.ids, dtype=str)},
-        attrs={"policy_version": version.version if version else 0,
-               "policy_recorded_at": version.recorded_at.isoformat() if version else "",
-               "precedence": " > ".join(PRECEDENCE)},
-    )
-    if return_state:
-        return ds, _end_state(state, t_ns, roam_end)
-    return ds
+    end_state = _end_state(state, t_ns, roam_end) if return_state else None
+    return _Decided(times, ids, term_account, decision, rule, max_mbps, rules, version,
+                    end_state)
 
 
 def _roaming_days(outside: np.ndarray, t_ns: np.ndarray, start: PolicyState
@@ -693,6 +821,34 @@ def explain(decisions: xr.Dataset, terminal: str, at) -> dict:
     }
 
 
+def explain_at(policy: Policy | PolicyHistory, terminal: str, at, position, *,
+               as_of=None) -> dict:
+    """:func:`explain` of ``decide(policy, [terminal], [at], position, as_of=as_of)`` — the
+    same dict, without building a Dataset: the cheap path for one terminal at one instant (the
+    service's ``/api/explain``). ``position`` is ``(lat_deg, lon_deg)``. Deciding one terminal
+    gives it the same decision and rule as deciding it among others (rules are per terminal;
+    the roaming count starts at this step, as in any one-step ``decide``)."""
+    lat, lon = (np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in position)
+    d = _decide(policy, [terminal], at, (lat, lon), as_of=as_of, used_gb=None,
+                speed_kmh=None, chunk_steps=720, state=None, return_state=False)
+    if d.times.size != 1:
+        raise PolicyError("explain_at decides one instant", source="explain", field="at")
+    r = int(d.rule[0, 0])
+    rules = d.rules
+    # through numpy string arrays, exactly as decide's Dataset stores them
+    return {
+        "terminal": terminal,
+        "time": str(d.times[0]),
+        "decision": DECISIONS[int(d.decision[0, 0])],
+        "max_mbps": float(d.max_mbps[0, 0]),
+        "rule": str(np.array(rules.ids, dtype=str)[r]),
+        "kind": str(np.array(rules.kind, dtype=str)[r]),
+        "reason": str(np.array(rules.reason, dtype=str)[r]),
+        "author": str(np.array(rules.author, dtype=str)[r]),
+        "policy_version": int(d.version.version if d.version else 0),
+    }
+
+
 def decision_table(decisions: xr.Dataset) -> pd.DataFrame:
     """Long table (time, terminal, decision, rule, max_mbps) with labels instead of codes."""
     n_t, n_term = decisions.sizes["time"], decisions.sizes["terminal"]
@@ -706,4 +862,5 @@ def decision_table(decisions: xr.Dataset) -> pd.DataFrame:
 
 
 __all__ = ["DECISIONS", "PRECEDENCE", "PolicyState", "PolicyVersion", "advance_state",
-           "check_overlaps", "decide", "decision_table", "explain", "metered_terminals"]
+           "check_overlaps", "decide", "decision_table", "explain", "explain_at",
+           "metered_terminals"]

@@ -8,7 +8,9 @@ configured origins; the dashboard's built files from ``static/`` at ``/`` when p
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -17,10 +19,12 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..config import Settings, get_settings
+from ..policy.engine import explain_at
 from ..store import Store
 from .problems import PROBLEM_JSON, ProblemError, install_handlers, problem_response
 from .results import ResultCache
@@ -103,6 +107,30 @@ def _openapi(app: FastAPI):
     return build
 
 
+def warm_up(state: ServiceState) -> None:
+    """Pay the one-time costs before the first request instead of in it: parse the policy
+    history and compile the latest version's zones (country borders, geofences, contracts:
+    ~0.5 s cold) by explaining one of its terminals now. Nothing is cached per instant, so no
+    later answer comes from this call; a failure is logged, never fatal (the first request
+    then pays, or reports the problem)."""
+    t0 = time.perf_counter()
+    try:
+        history = state.policy.history()
+        if history is None:
+            return
+        version = history.versions[-1]
+        term = next((t for t in version.policy.terminals
+                     if t.lat_deg is not None and t.lon_deg is not None), None)
+        state.explain.terminals(version)
+        if term is not None:
+            explain_at(history, term.id, datetime.now(UTC).replace(tzinfo=None),
+                       (term.lat_deg, term.lon_deg))
+    except Exception:
+        log.warning("warming the policy caches failed", exc_info=True)
+        return
+    log.info("policy caches warm in %.0f ms", 1e3 * (time.perf_counter() - t0))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The leotwin REST service on ``settings`` (default: the environment's)."""
     settings = settings or get_settings()
@@ -113,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await run_in_threadpool(warm_up, state)
         yield
         state.runs.shutdown()
         store.close()

@@ -10,12 +10,21 @@ SHA-256, base version, author, reason, preview; 24 h) and refused with 409 (``pr
 ``change_id``); after a second user (approver or admin) approves it, its author retries with
 ``approval_id`` and :meth:`leotwin.store.Store.record_policy` uses the approval up in the same
 transaction as the new version (refused if another version was recorded meanwhile).
+
+One user holds at most ``max_pending_changes_per_user`` pending changes (not yet approved, not
+expired; setting ``LEOTWIN_MAX_PENDING_CHANGES_PER_USER``, default 5): each costs an
+approver's attention and a stored preview, so a script retrying breaching changes must not
+flood the approval queue.
+Beyond it the change is refused with 409 ``urn:leotwin:problem:too-many-pending-changes``
+naming the limit and the pending change ids. Retrying the very same change (same proposed
+policy, same base version) reuses its pending change instead of adding one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -23,6 +32,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import Header
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from .._common import as_utc
 from ..policy.engine import check_overlaps
@@ -31,6 +41,7 @@ from ..policy.models import Policy, PolicyVersion
 from ..policy.preview import Preview
 from ..policy.preview import guarded_preview as domain_guarded_preview
 from ..store import ApprovalError, StaleVersion, User
+from ..store.models import PolicyChangeRow
 from .deps import tenant
 from .problems import ErrorItem, ProblemError, policy_error_item
 from .schemas import PreviewPublic
@@ -44,6 +55,9 @@ RESOURCE_STEP_S = 3600.0
 MAX_PREVIEW_STEPS = 20_000
 #: A pending change may be approved and used within this time.
 APPROVAL_TTL = timedelta(hours=24)
+# Counting a user's pending changes and adding one is a read then a write: one at a time in
+# this process, so concurrent refusals cannot both pass the limit.
+_PENDING_LOCK = threading.Lock()
 
 
 def _dt(value: np.datetime64) -> datetime:
@@ -206,20 +220,59 @@ def apply_change(state: ServiceState, user: User, proposed: Policy, *, base_vers
     return Applied(v, p, approver)
 
 
+def max_pending_changes(state: ServiceState) -> int:
+    """The per-user limit on pending changes (``max_pending_changes_per_user``)."""
+    return int(state.settings.max_pending_changes_per_user)
+
+
+def pending_changes(state: ServiceState, author: str) -> list[tuple[str, str, int | None]]:
+    """``(id, policy_sha256, base_version)`` of ``author``'s pending changes (not approved,
+    not used, not expired), oldest first; one query."""
+    now = datetime.now(UTC)
+    c = PolicyChangeRow
+    q = (select(c.id, c.policy_sha256, c.base_version)
+         .where(c.author == author, c.approved_at.is_(None), c.used_at.is_(None),
+                c.expires_at > now)
+         .order_by(c.created_at, c.id))
+    with state.store.reader.connect() as conn:
+        return [(r.id, r.policy_sha256, r.base_version) for r in conn.execute(q)]
+
+
 def _refuse(state: ServiceState, user: User, p: Preview, sha: str, base_version: int | None,
             reason: str, why: str) -> ProblemError:
-    """Store the change as pending and build its 409 answer."""
+    """Store the change as pending (or reuse the same pending change) and build its 409
+    answer; 409 ``too-many-pending-changes`` when the author holds the limit already."""
     public = preview_public(p)
-    ch = state.store.create_policy_change(
-        author=user.name, base_version=base_version, policy_sha256=sha, reason=reason,
-        preview_json=public.model_dump_json(), ttl=APPROVAL_TTL)
     shown = public if tenant(user) is None else preview_public(p, account=tenant(user))
-    log.info("change by %s needs an approval: pending change %s", user.name, ch.id)
+    limit = max_pending_changes(state)
+    with _PENDING_LOCK:
+        pending = pending_changes(state, user.name)
+        same = next((cid for cid, psha, base in pending
+                     if psha == sha and base == base_version), None)
+        if same is None and len(pending) >= limit:
+            ids = [cid for cid, _, _ in pending]
+            log.info("change by %s refused: %d pending changes (limit %d)", user.name,
+                     len(pending), limit)
+            return ProblemError(
+                409, f"change refused: {why}; and {user.name!r} already has {len(pending)} "
+                f"pending changes awaiting approval, at most {limit} per user "
+                "(max_pending_changes_per_user, LEOTWIN_MAX_PENDING_CHANGES_PER_USER): wait "
+                f"until one is approved or expires ({APPROVAL_TTL.total_seconds() / 3600:g} h "
+                f"after its creation). Pending: {', '.join(ids)}",
+                title="Too many pending changes",
+                type_="urn:leotwin:problem:too-many-pending-changes", limit=limit,
+                pending=len(pending), pending_change_ids=ids,
+                preview=shown.model_dump(mode="json"))
+        if same is None:
+            same = state.store.create_policy_change(
+                author=user.name, base_version=base_version, policy_sha256=sha, reason=reason,
+                preview_json=public.model_dump_json(), ttl=APPROVAL_TTL).id
+    log.info("change by %s needs an approval: pending change %s", user.name, same)
     return ProblemError(
-        409, f"change refused: {why}; a second user may approve pending change {ch.id} "
-        f"(POST /api/policy/changes/{ch.id}/approve), then retry with approval_id. "
+        409, f"change refused: {why}; a second user may approve pending change {same} "
+        f"(POST /api/policy/changes/{same}/approve), then retry with approval_id. "
         f"{p.summary()}", title="Change breaches a contract",
-        type_="urn:leotwin:problem:contract-breach", change_id=ch.id,
+        type_="urn:leotwin:problem:contract-breach", change_id=same,
         preview=shown.model_dump(mode="json"))
 
 

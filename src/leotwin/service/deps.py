@@ -17,6 +17,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.security import OAuth2PasswordBearer
+from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
 from ..store import Store, User
@@ -54,6 +55,11 @@ _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 AUTH_CACHE_S = 2.0
 
 
+def _remembered_user(state: ServiceState, token: str) -> User | None:
+    hit = state.auth_cache.get(token)
+    return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+
 def user_of_token(state: ServiceState, token: str) -> User | None:
     """The user a bearer token (access JWT or API token) stands for, or None.
 
@@ -63,9 +69,9 @@ def user_of_token(state: ServiceState, token: str) -> User | None:
     if not token:
         return None
     now = time.monotonic()
-    hit = state.auth_cache.get(token)
-    if hit is not None and hit[0] > now:
-        return hit[1]
+    hit = _remembered_user(state, token)
+    if hit is not None:
+        return hit
     if token.startswith(API_TOKEN_PREFIX):
         user = state.store.api_token_user(token)
     else:
@@ -82,13 +88,16 @@ def user_of_token(state: ServiceState, token: str) -> User | None:
     return user
 
 
-def get_current_user(state: StateDep,
-                     token: Annotated[str | None, Depends(oauth2_scheme)]) -> User:
-    """The caller (in the thread pool: the look-up may query the store)."""
+async def get_current_user(state: StateDep,
+                           token: Annotated[str | None, Depends(oauth2_scheme)]) -> User:
+    """The caller: a remembered token on the event loop (a dictionary look-up, no thread-pool
+    hop on every request), any other in the thread pool (it may query the store)."""
     if not token:
         raise ProblemError(401, "not authenticated: send Authorization: Bearer <token>",
                            headers=_UNAUTHORIZED)
-    user = user_of_token(state, token)
+    user = _remembered_user(state, token)
+    if user is None:
+        user = await run_in_threadpool(user_of_token, state, token)
     if user is None:
         raise ProblemError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
     return user
