@@ -438,7 +438,7 @@ chunks, finish, adds = [], [], []
 class Record(logging.Handler):
     def emit(self, rec):
         if hasattr(rec, "chunk_done"):
-            chunks.append(rec.chunk_done)
+            chunks.append((rec.chunk_done, time.perf_counter() - t0))
         if hasattr(rec, "finish_s"):
             finish.append(rec.finish_s)
 
@@ -448,9 +448,10 @@ logger.addHandler(Record())
 add = runio.RunWriter.add
 
 def timed_add(self, *a, **k):  # the per-chunk part of assembling the run directory
-    t0 = time.perf_counter()
+    a0, c0 = time.perf_counter(), time.process_time()
     add(self, *a, **k)
-    adds.append(time.perf_counter() - t0)
+    adds.append({"s": time.perf_counter() - a0, "cpu_s": time.process_time() - c0,
+                 "at_s": time.perf_counter() - t0})
 
 runio.RunWriter.add = timed_add
 t0, c0 = time.perf_counter(), time.process_time()
@@ -461,9 +462,9 @@ with open("/proc/self/status") as f:
 print(json.dumps({"wall_s": wall, "driver_cpu_s": time.process_time() - c0,
                   "steps": int(sc.times().size), "chunk_steps": chunk,
                   "terminals": int(len(sc.ground().terminals)), "driver_peak_mib": hwm,
-                  "finish_s": finish[0], "add_s": adds,
+                  "finish_s": finish[0], "adds": adds,
                   "chunks": [{"k": c.k, "s": c.seconds, "cpu_s": c.cpu_seconds, "pid": c.pid,
-                              "peak_mib": c.peak_rss_mib} for c in chunks]}))
+                              "peak_mib": c.peak_rss_mib, "at_s": at} for c, at in chunks]}))
 """
 
 #: The flagship's full window: 10 days at 15 s.
@@ -473,8 +474,15 @@ FLAGSHIP_STEPS = 10 * 5760
 def _project_flagship(r: dict) -> dict:
     """The 10-day run on the same 2 workers from what each worker measured: its first chunk
     (loading the scenario), its steady time per chunk (median of the others) for its share of
-    the chunks, plus the driver's one-off part and the run directory's assembly scaled per
-    chunk. The slowest worker sets the pace."""
+    the chunks, plus the driver's one-off part and what is left after the last chunk. The
+    slowest worker sets the pace.
+
+    The driver assembles the run directory while the chunks run (``leotwin.runs``), each
+    chunk once it and its predecessors are done: what is left after the last chunk (its own
+    assembly and closing the tables, measured: ``finish_s``) does not grow with the number of
+    chunks, unless the driver cannot keep up — assembling a chunk taking longer than the
+    workers take to finish one — in which case its backlog is added. The chunks' times were
+    measured with the driver assembling beside them, so its CPU is in them."""
     import statistics
 
     by_pid: dict[int, list[dict]] = {}
@@ -492,15 +500,27 @@ def _project_flagship(r: dict) -> dict:
         busy_s = max(busy_s, sum(c["s"] for c in cs))
     slowest = max(per_worker, key=lambda w: w["first_s"] + (share - 1) * w["steady_s"])
     compute_s = slowest["first_s"] + (share - 1) * slowest["steady_s"]
-    adds = r["add_s"]
-    add_per_chunk = statistics.median(adds) if adds else 0.0
-    finish_fixed = max(r["finish_s"] - sum(adds), 0.0)
-    one_off = max(r["wall_s"] - r["finish_s"] - busy_s, 0.0)  # cluster, state pass, waits
-    finish_full = finish_fixed + add_per_chunk * n_full
+    adds = r["adds"]
+    add_per_chunk = statistics.median([a["s"] for a in adds]) if adds else 0.0
+    add_cpu = statistics.median([a["cpu_s"] for a in adds]) if adds else 0.0
+    last_chunk_at = max(c["at_s"] for c in r["chunks"])
+    overlapped = sum(a["at_s"] < last_chunk_at for a in adds)   # assembled during the run
+    if overlapped:
+        # left after the last chunk was recorded: its assembly, closing the tables
+        tail_s = r["wall_s"] - last_chunk_at
+        one_off = max(last_chunk_at - busy_s, 0.0)   # cluster, state pass, waits
+        per_chunk_s = slowest["steady_s"] / n_workers      # the workers finish one this often
+        backlog = max(0.0, (add_per_chunk - per_chunk_s) * n_full)
+        finish_full = tail_s + backlog
+    else:   # assembled serially after the last chunk
+        one_off = max(r["wall_s"] - r["finish_s"] - busy_s, 0.0)
+        finish_full = max(r["finish_s"] - sum(a["s"] for a in adds), 0.0) + \
+            add_per_chunk * n_full
     total = one_off + compute_s + finish_full
     steady_step_s = slowest["steady_s"] / r["chunk_steps"]
     return {"total_s": total, "one_off_s": one_off, "compute_s": compute_s,
-            "finish_s": finish_full, "add_per_chunk_s": add_per_chunk, "workers": per_worker,
+            "finish_s": finish_full, "add_per_chunk_s": add_per_chunk,
+            "add_cpu_per_chunk_s": add_cpu, "overlapped": overlapped, "workers": per_worker,
             "n_workers": n_workers, "share": share, "steady_step_s": steady_step_s,
             "peak_mib": r["driver_peak_mib"] + sum(w["peak_mib"] for w in per_worker)}
 
@@ -521,16 +541,19 @@ def bench_flagship(sizes: Sizes) -> list[dict]:
     workers = "; ".join(f"{w['n']} chunks, first {w['first_s']:.1f} s, steady "
                         f"{w['steady_s']:.2f} s ({w['steady_cpu_s']:.2f} s CPU)"
                         for w in p["workers"])
+    when = (f"while the chunks run ({p['overlapped']} of {len(r['adds'])} chunks before the "
+            f"last one finished)" if p["overlapped"] else "after the last chunk")
     return [{"benchmark": "flagship", "case": f"ukraine-2022-10 via leotwin.run --dask local "
              f"({p['n_workers']} workers), {r['steps']} steps at 15 s in chunks of "
              f"{r['chunk_steps']} × {r['terminals']} terminals, 3,274 satellites; per worker: "
              f"{workers}; {rate:,.0f} terminal-steps/s per worker steady "
              f"({p['steady_step_s'] * 1e3:.1f} ms/step); run directory assembly "
-             f"{p['add_per_chunk_s']:.2f} s per chunk in the driver; peak RSS driver + "
-             f"workers {p['peak_mib']:.0f} MiB. Projected 10 days ({FLAGSHIP_STEPS:,} steps, "
-             f"{p['share']} chunks per worker): one-off {p['one_off_s']:.0f} s + chunks "
-             f"{p['compute_s'] / 60:.1f} min + assembly {p['finish_s'] / 60:.1f} min = "
-             f"{p['total_s'] / 60:.1f} min (measured this run: {r['wall_s']:.0f} s wall)",
+             f"{p['add_per_chunk_s']:.2f} s per chunk ({p['add_cpu_per_chunk_s']:.2f} s CPU) "
+             f"in the driver, {when}; peak RSS driver + workers {p['peak_mib']:.0f} MiB. "
+             f"Projected 10 days ({FLAGSHIP_STEPS:,} steps, {p['share']} chunks per worker): "
+             f"one-off {p['one_off_s']:.0f} s + chunks {p['compute_s'] / 60:.1f} min + left "
+             f"after the last chunk {p['finish_s']:.1f} s = {p['total_s'] / 60:.1f} min "
+             f"(measured this run: {r['wall_s']:.0f} s wall)",
              "seconds": p["total_s"], "peak_mib": p["peak_mib"],
              "target": "< 10 min and < 4 GiB", "check": ("seconds", "<=", 600.0)}]
 

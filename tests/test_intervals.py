@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from leotwin.analytics import intervals as intervals_mod
 from leotwin.analytics.intervals import (
     INTERVAL_COLUMNS,
+    CodedGrid,
     IntervalAccumulator,
     intervals_to_mask,
     outage_intervals,
@@ -176,3 +179,60 @@ def test_windows_with_carried_open_intervals_equal_the_whole(data, cuts):
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         acc.add(times[a:b], unserved[a:b], cause=cause[a:b], rule=rule[a:b], step_s=STEP_S)
     pd.testing.assert_frame_equal(acc.table(), whole, check_exact=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(masks())
+def test_coded_labels_give_the_same_table_as_strings(data):
+    """A CodedGrid (codes into names, names repeated and missing) splits and labels as the
+    strings it stands for."""
+    unserved, code = data
+    n_time, n_term = unserved.shape
+    names = np.array(["policy", "jamming", None, "policy"], dtype=object)   # 0 and 3 equal
+    # "policy" as code 0 or 3 alternately along time: equal labels, different codes
+    codes = np.where(code == 0, 3 * (np.arange(n_time)[:, None] % 2), code).astype(np.int64)
+    strings = names[codes]
+    times = grid(n_time)
+    ids = np.array([f"t{j}" for j in range(n_term)])
+    whole = outage_intervals(times, ids, unserved, cause=strings, rule=strings, step_s=STEP_S)
+    coded = outage_intervals(times, ids, unserved, cause=CodedGrid(names, codes),
+                             rule=CodedGrid(names, codes), step_s=STEP_S)
+    pd.testing.assert_frame_equal(coded, whole, check_exact=True)
+    if codes.size:
+        with pytest.raises(ValueError, match="cause.codes"):
+            outage_intervals(times, ids, unserved, cause=CodedGrid(names[:1], codes + 1),
+                             step_s=STEP_S)
+
+
+@settings(max_examples=60, deadline=None)
+@given(masks(), st.lists(st.integers(1, 29), max_size=6))
+def test_spilled_intervals_are_written_sorted_as_the_whole(tmp_path_factory, data, cuts):
+    """With a spill file and tiny limits: finished intervals leave memory window by window,
+    and the written table (several row groups) equals the one-call table."""
+    unserved, code = data
+    n_time, n_term = unserved.shape
+    times = grid(n_time)
+    ids = np.array([f"t{j}" for j in range(n_term)])[::-1]
+    cause = np.array(["policy", "jamming", "no_coverage"], dtype=object)[code]
+    rule = np.where(cause == "policy", "geofence:G", "").astype(object)
+    whole = outage_intervals(times, ids, unserved, cause=cause, rule=rule, step_s=STEP_S)
+    tmp = tmp_path_factory.mktemp("spill")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(intervals_mod, "SPILL_ROWS", 2)
+        mp.setattr(intervals_mod, "WRITE_ROWS", 3)
+        acc = IntervalAccumulator(ids, spill=tmp / "spill.parquet")
+        edges = [0, *sorted({c for c in cuts if c < n_time}), n_time]
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            acc.add(times[a:b], unserved[a:b], cause=cause[a:b], rule=rule[a:b],
+                    step_s=STEP_S)
+            assert acc._done_rows < 2            # finished intervals do not pile up
+        assert len(acc) == len(whole)
+        assert acc.write(tmp / "iv.parquet") == len(whole)
+    assert not (tmp / "spill.parquet").exists()
+    written = pd.read_parquet(tmp / "iv.parquet")
+    if len(whole):
+        pd.testing.assert_frame_equal(written, whole, check_exact=True)
+        assert pq.ParquetFile(tmp / "iv.parquet").num_row_groups >= -(-len(whole) // (
+            3 + int(np.bincount(np.searchsorted(np.sort(ids), whole["terminal"])).max())))
+    else:
+        assert written.empty and list(written.columns) == list(INTERVAL_COLUMNS)

@@ -79,9 +79,18 @@ def chunk_bytes(out: Path) -> dict[str, bytes]:
 
 
 def tables_equal(a: Path, b: Path) -> None:
+    """The run directories' tables are equal — and their files byte-identical (the manifest
+    differs only by its creation time)."""
     for name in ("timeline", "intervals", "usage", "contracts", "terminals"):
         pd.testing.assert_frame_equal(pd.read_parquet(a / f"{name}.parquet"),
                                       pd.read_parquet(b / f"{name}.parquet"), check_exact=True)
+        assert (a / f"{name}.parquet").read_bytes() == (b / f"{name}.parquet").read_bytes()
+    manifests = [json.loads((d / "manifest.json").read_text()) for d in (a, b)]
+    for m in manifests:
+        m.pop("created_at")
+    assert manifests[0] == manifests[1]
+    # nothing temporary is left behind
+    assert not [f.name for d in (a, b) for f in d.iterdir() if f.name.endswith(".tmp")]
 
 
 def test_run_writes_chunks_tables_and_report(tmp_path):
@@ -104,9 +113,7 @@ def test_resume_after_partial_run_is_byte_identical(tmp_path):
     done = leotwin.run(sc, tmp_path / "resumed")
     assert done.complete
     assert chunk_bytes(tmp_path / "resumed") == chunk_bytes(tmp_path / "clean")
-    for name in ("timeline.parquet", "intervals.parquet", "usage.parquet"):
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "resumed" / name),
-                                      pd.read_parquet(tmp_path / "clean" / name))
+    tables_equal(tmp_path / "resumed", tmp_path / "clean")
     assert clean.complete
 
 

@@ -25,8 +25,39 @@ State carried across chunks
   schedule does not depend on the previous chunk; random satellite failures are drawn over the
   whole run window.
 * **Outage intervals, usage, contract availability** are accumulated while the chunks are read
-  back one at a time at the end (:class:`~leotwin.analytics.runio.RunWriter`): an outage
+  back one at a time, in chunk order (:class:`~leotwin.analytics.runio.RunWriter`): an outage
   spanning a chunk seam is carried as an open interval and comes out as one interval.
+
+Assembly while the chunks run
+-----------------------------
+When a call can finish the run (no ``max_chunks`` cut), the driver appends every chunk to the
+run directory as soon as it and all chunks before it are done (:class:`_Assembler`): the
+timeline grows by the chunk's row group (its dictionary-encoded string columns written as they
+are), the outage intervals, usage and contract counts advance, and finished intervals are
+spilled to disk; after the last chunk only that chunk and the small tables are left to write.
+The chunk files are read back for this, finished earlier or just now alike, so a resumed, an
+uninterrupted and a Dask run assemble the same bytes.
+
+Terminal partitions
+-------------------
+``partition_terminals=N`` (or ``LEOTWIN_PARTITION_TERMINALS``): when the scenario has more
+than ``N`` terminals, every chunk is computed as ⌈n/N⌉ partitions of consecutive terminals
+(:func:`run_partition`, separate Dask tasks) that :func:`merge_partitions` joins into the
+chunk's file and state — byte-identical to the whole chunk. A partition repeats the parts that
+do not depend on terminals (propagation, laser and feeder links, routes: about 40 % of a
+flagship chunk), so partitions pay off for large terminal sets on more workers than chunks in
+flight, or to bound a task's memory. They are exact only where terminals do not interact:
+
+* **capacity** (``network.capacity``, the default) shares each satellite's beams among the
+  cells it serves and each cell's capacity among its terminals, i.e. among terminals anywhere
+  under the same satellite; a terminal's throughput and congestion depend on the others.
+* **``least_loaded`` scheduling** caps the terminals per satellite, so one terminal's choice
+  depends on the others'.
+
+With either, ``partition_terminals`` is ignored (logged) and chunks run whole. Everything else
+is per terminal: decisions and the policy state (split per terminal, merged, the quota usage
+added on the merged chunk), visibility, the ``max_elevation`` schedule, routes (shared, not
+loaded by terminals), jamming and attribution.
 
 Dependencies and Dask
 ---------------------
@@ -44,6 +75,8 @@ only the small state travels. Which chunks depend on which:
   bookkeeping, plus country memberships of the positions when there are roaming rules), then
   submits all the chunks at once, in parallel; each chunk still writes the state it computes
   itself, checked against the pass.
+* With terminal partitions, a chunk is its partition tasks plus a merge task that depends on
+  them; the next chunk's partitions depend on the merge (chained) or on the state pass.
 
 Either way the files are the same as in a single-process run.
 """
@@ -56,11 +89,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import xarray as xr
 
@@ -78,6 +112,12 @@ CHUNK_FILE = "chunk-{k:05d}.parquet"
 STATE_FILE = "state-{k:05d}.json"
 _CHUNK_COLUMNS = ("time", "terminal", "account", "served", "throughput_mbps", "rtt_ms", "sat",
                   "gateway", "cause", "cause_bits", "rule", "dish_state")
+#: How chunk (and partition) files are written: dictionary pages where values repeat (not the
+#: nearly all distinct rates and RTTs), statistics for the time only — min/max of the string
+#: columns cost a third of the write and prune nothing (every chunk holds every terminal).
+_CHUNK_PARQUET = {"index": False, "write_statistics": ["time"],
+                  "use_dictionary": ["time", "terminal", "account", "sat", "gateway", "cause",
+                                     "cause_bits", "rule", "dish_state"]}
 
 
 @dataclass
@@ -143,6 +183,10 @@ class ChunkDone:
     cpu_seconds: float = 0.0
     pid: int = 0
     peak_rss_mib: float = 0.0
+    #: Terminal partitions the chunk was computed in (1: whole); then the timings above are
+    #: the merge's, each partition's are in ``part_seconds``.
+    partitions: int = 1
+    part_seconds: tuple[float, ...] = ()
 
 
 def _peak_rss_mib() -> float:
@@ -184,20 +228,12 @@ def _advance(policy, ids, times: np.ndarray, ground, state: PolicyState, as_of) 
     return advance_state(policy, list(ids), times, ground, state, as_of=as_of)
 
 
-def run_chunk(scenario_path: str, document_json: str, digest: str, k: int, out_dir: str,
-              start: ChunkDone | dict | PolicyState | None = None) -> ChunkDone:
-    """Compute chunk ``k`` from the policy state at its start (``start``: the previous chunk's
-    :class:`ChunkDone`, a state, or None for chunk 0) and write it and its end state. Runs in
-    any process."""
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    sc, con, ground, policy, faults = _worker_inputs(scenario_path, document_json, digest)
+def _simulate_window(sc, con, ground, policy, faults, k: int, state: PolicyState):
+    """Chunk ``k`` for the terminals of ``ground`` from the policy state at its start:
+    ``(simulation, state at its end before the chunk's usage, the chunk's times)``."""
     times = sc.times()
-    bounds = chunk_bounds(times.size, sc.chunk_steps)
-    a, b = bounds[k]
+    a, b = chunk_bounds(times.size, sc.chunk_steps)[k]
     ids = ground.terminals["terminal"].astype(str).to_numpy()
-    if start is None and k > 0:
-        raise ValueError(f"chunk {k}: the policy state at its start (chunk {k - 1}'s) is needed")
-    state = _start_state(start, ids)
     window = times[a:b]
     decisions = None
     if policy is not None:
@@ -209,21 +245,160 @@ def run_chunk(scenario_path: str, document_json: str, digest: str, k: int, out_d
     sim = simulate_run(positions, ground, policy=policy, faults=faults,
                        config=sc.network_config(), as_of=sc.as_of(),
                        window=(times[0], times[-1]), decisions=decisions, strings=False)
-    if policy is not None:
-        dur_s = _step_durations_s(times, float(sc.spec.time.step_s))[a:b]
-        state = state.add_usage(window, sim.result["throughput_mbps"].transpose(
-            "time", "terminal").to_numpy(), dur_s,
-            metered_terminals(policy, list(ids), as_of=sc.as_of()))
-    table = _long_table(sim.result, sim.codes)
+    return sim, state, window
+
+
+def _add_usage(sc, policy, ids, k: int, state: PolicyState, window,
+               throughput_mbps: np.ndarray) -> PolicyState:
+    """The chunk's delivered volume (``throughput_mbps`` (time, terminal)) added to the
+    quota state of the metered terminals (module docstring)."""
+    if policy is None:
+        return state
+    times = sc.times()
+    a, b = chunk_bounds(times.size, sc.chunk_steps)[k]
+    dur_s = _step_durations_s(times, float(sc.spec.time.step_s))[a:b]
+    return state.add_usage(window, throughput_mbps, dur_s,
+                           metered_terminals(policy, list(ids), as_of=sc.as_of()))
+
+
+def _write_chunk(out_dir: str, k: int, table: pd.DataFrame, state: PolicyState
+                 ) -> tuple[str, str]:
+    """Chunk ``k``'s table and end state, each written atomically; their SHA-256."""
     chunks = Path(out_dir) / CHUNK_DIR
     text = _state_text(state)
     _write_atomic(chunks / STATE_FILE.format(k=k),
                   lambda p: p.write_text(text, encoding="utf-8"))
-    _write_atomic(chunks / CHUNK_FILE.format(k=k), lambda p: table.to_parquet(p, index=False))
-    return ChunkDone(k, _sha256(chunks / CHUNK_FILE.format(k=k)),
-                     _sha256(chunks / STATE_FILE.format(k=k)), state.to_dict(),
-                     time.perf_counter() - t0, time.process_time() - cpu0, os.getpid(),
-                     _peak_rss_mib())
+    _write_atomic(chunks / CHUNK_FILE.format(k=k), lambda p: table.to_parquet(p,
+                                                                              **_CHUNK_PARQUET))
+    return _sha256(chunks / CHUNK_FILE.format(k=k)), _sha256(chunks / STATE_FILE.format(k=k))
+
+
+def run_chunk(scenario_path: str, document_json: str, digest: str, k: int, out_dir: str,
+              start: ChunkDone | dict | PolicyState | None = None) -> ChunkDone:
+    """Compute chunk ``k`` from the policy state at its start (``start``: the previous chunk's
+    :class:`ChunkDone`, a state, or None for chunk 0) and write it and its end state. Runs in
+    any process."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    sc, con, ground, policy, faults = _worker_inputs(scenario_path, document_json, digest)
+    ids = ground.terminals["terminal"].astype(str).to_numpy()
+    if start is None and k > 0:
+        raise ValueError(f"chunk {k}: the policy state at its start (chunk {k - 1}'s) is needed")
+    sim, state, window = _simulate_window(sc, con, ground, policy, faults, k,
+                                          _start_state(start, ids))
+    if policy is not None:
+        state = _add_usage(sc, policy, ids, k, state, window, sim.result[
+            "throughput_mbps"].transpose("time", "terminal").to_numpy())
+    sums = _write_chunk(out_dir, k, _long_table(sim.result, sim.codes), state)
+    return ChunkDone(k, *sums, state.to_dict(), time.perf_counter() - t0,
+                     time.process_time() - cpu0, os.getpid(), _peak_rss_mib())
+
+
+# ----------------------------------------------------------------------------- partitions
+
+PART_FILE = "part-{k:05d}-{p:04d}.parquet"
+#: Environment variable read when ``run(partition_terminals=None)``.
+PARTITION_ENV = "LEOTWIN_PARTITION_TERMINALS"
+
+
+@dataclass(frozen=True)
+class PartDone:
+    """A computed terminal partition of a chunk: its file holds the partition's long table;
+    ``state`` its terminals' policy state at the chunk's end, before the chunk's usage."""
+
+    k: int
+    p: int
+    state: dict
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    pid: int = 0
+    peak_rss_mib: float = 0.0
+
+
+def partition_bounds(n_term: int, partition_terminals: int | None) -> list[tuple[int, int]]:
+    """Consecutive terminal ranges of at most ``partition_terminals`` (as even as possible);
+    one range (no partitioning) when ``n_term`` does not exceed it or it is None."""
+    if not partition_terminals or n_term <= partition_terminals:
+        return [(0, n_term)]
+    n = -(-n_term // int(partition_terminals))
+    edges = [n_term * i // n for i in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def coupling(sc) -> str | None:
+    """Why the scenario's terminals cannot be simulated in separate partitions (None: they
+    can) — see the module docstring, "Terminal partitions"."""
+    cfg = sc.network_config().resolved()
+    if cfg.capacity:
+        return ("network.capacity shares each satellite's beams and each cell's capacity "
+                "among the terminals it serves")
+    if cfg.policy == "least_loaded":
+        return "network.policy least_loaded balances terminals across satellites"
+    return None
+
+
+def _ground_part(ground, a: int, b: int):
+    """The ground segment with terminals ``a:b`` only (their tracks; every gateway, PoP)."""
+    terms = ground.terminals.iloc[a:b].reset_index(drop=True)
+    tracks = ground.tracks
+    if tracks is not None:
+        tracks = tracks[tracks["terminal"].isin(terms["terminal"])].reset_index(drop=True)
+    return replace(ground, terminals=terms, tracks=tracks)
+
+
+def _state_part(state: PolicyState, a: int, b: int) -> PolicyState:
+    return PolicyState(state.terminal[a:b], state.last_step, state.roaming_days[a:b],
+                       state.outside_today[a:b], state.used_gb[a:b])
+
+
+def run_partition(scenario_path: str, document_json: str, digest: str, k: int, p: int,
+                  partition_terminals: int, out_dir: str,
+                  start: ChunkDone | dict | PolicyState | None = None) -> PartDone:
+    """Partition ``p`` of chunk ``k`` (terminals :func:`partition_bounds` ``[p]``) from the
+    chunk's start state (all terminals, as for :func:`run_chunk`); writes
+    ``chunks/part-KKKKK-PPPP.parquet``. Runs in any process."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    sc, con, ground, policy, faults = _worker_inputs(scenario_path, document_json, digest)
+    ids = ground.terminals["terminal"].astype(str).to_numpy()
+    if start is None and k > 0:
+        raise ValueError(f"chunk {k}: the policy state at its start (chunk {k - 1}'s) is needed")
+    a, b = partition_bounds(ids.size, partition_terminals)[p]
+    sim, state, _ = _simulate_window(sc, con, _ground_part(ground, a, b), policy, faults, k,
+                                     _state_part(_start_state(start, ids), a, b))
+    table = _long_table(sim.result, sim.codes)
+    _write_atomic(Path(out_dir) / CHUNK_DIR / PART_FILE.format(k=k, p=p),
+                  lambda path: table.to_parquet(path, **_CHUNK_PARQUET))
+    return PartDone(k, p, state.to_dict(), time.perf_counter() - t0,
+                    time.process_time() - cpu0, os.getpid(), _peak_rss_mib())
+
+
+def merge_partitions(scenario_path: str, document_json: str, digest: str, k: int,
+                     out_dir: str, parts: list[PartDone]) -> ChunkDone:
+    """Join chunk ``k``'s partitions (in terminal order) into the chunk file and end state
+    :func:`run_chunk` writes — the same bytes — and remove the partition files."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    sc, _, ground, policy, _ = _worker_inputs(scenario_path, document_json, digest)
+    ids = ground.terminals["terminal"].astype(str).to_numpy()
+    parts = sorted(parts, key=lambda d: d.p)
+    chunks = Path(out_dir) / CHUNK_DIR
+    files = [chunks / PART_FILE.format(k=k, p=d.p) for d in parts]
+    times = sc.times()
+    a, b = chunk_bounds(times.size, sc.chunk_steps)[k]
+    accounts = ground.terminals["account"].astype(str).to_numpy()
+    table = _merge_long_tables([pq.read_table(f) for f in files], ids, accounts, b - a)
+    states = [PolicyState.from_dict(d.state) for d in parts]
+    state = PolicyState(np.concatenate([x.terminal for x in states]), states[0].last_step,
+                        np.concatenate([x.roaming_days for x in states]),
+                        np.concatenate([x.outside_today for x in states]),
+                        np.concatenate([x.used_gb for x in states]))
+    if policy is not None:
+        state = _add_usage(sc, policy, ids, k, state, times[a:b], table[
+            "throughput_mbps"].to_numpy().reshape(b - a, ids.size))
+    sums = _write_chunk(out_dir, k, table, state)
+    for f in files:
+        f.unlink(missing_ok=True)
+    return ChunkDone(k, *sums, state.to_dict(), time.perf_counter() - t0,
+                     time.process_time() - cpu0, os.getpid(), _peak_rss_mib(), len(parts),
+                     tuple(d.seconds for d in parts))
 
 
 def _long_table(result: xr.Dataset, codes: dict | None = None) -> pd.DataFrame:
@@ -246,6 +421,35 @@ def _long_table(result: xr.Dataset, codes: dict | None = None) -> pd.DataFrame:
         if name not in codes:
             frame[name] = frame[name].astype("category")
     return frame
+
+
+def _merge_long_tables(tables: list[pa.Table], ids: np.ndarray, accounts: np.ndarray,
+                       n_t: int) -> pd.DataFrame:
+    """:func:`_long_table` of a whole chunk from its partitions' tables (each ``n_t`` steps
+    × its terminals, partitions in terminal order): every (time, terminal) grid is the
+    partitions' grids side by side; string columns are mapped onto the union of the
+    partitions' labels and built by :func:`_categorical` as :func:`_long_table` builds them,
+    so the frame — and its Parquet file — is the same."""
+    widths = [t.num_rows // max(n_t, 1) for t in tables]
+    data = {"time": np.repeat(tables[0].column("time").to_numpy()[::max(widths[0], 1)],
+                              ids.size)}
+    for name, values in (("terminal", ids), ("account", accounts)):
+        cat = _categorical(*_encode(values))
+        data[name] = pd.Categorical.from_codes(np.tile(cat.codes, n_t), dtype=cat.dtype)
+    for name in _CHUNK_COLUMNS[3:]:   # over columns; the partitions' grids side by side
+        cols = [t.column(name).combine_chunks() for t in tables]
+        if pa.types.is_dictionary(cols[0].type):
+            labels = [c.dictionary.to_pylist() for c in cols]
+            names = sorted(set().union(*labels))
+            grids = [pd.Index(names).get_indexer(lab)[c.indices.to_numpy()].reshape(n_t, w)
+                     for lab, c, w in zip(labels, cols, widths, strict=True)]
+            data[name] = _categorical(names, np.concatenate(grids, axis=1).reshape(-1))
+        else:
+            data[name] = np.concatenate([np.asarray(c.to_numpy(zero_copy_only=False))
+                                         .reshape(n_t, w) for c, w in zip(cols, widths,
+                                                                          strict=True)],
+                                        axis=1).reshape(-1)
+    return pd.DataFrame(data)
 
 
 def _encode(values: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -290,17 +494,35 @@ def _read_state(chunks: Path, k: int) -> dict:
     return json.loads((chunks / STATE_FILE.format(k=k)).read_text(encoding="utf-8"))
 
 
+def _partition_setting(partition_terminals: int | None) -> int | None:
+    if partition_terminals is None:
+        env = os.environ.get(PARTITION_ENV, "").strip()
+        if not env:
+            return None
+        try:
+            partition_terminals = int(env)
+        except ValueError:
+            raise ValueError(f"{PARTITION_ENV}={env!r}: expected a number of terminals"
+                             ) from None
+    if int(partition_terminals) < 1:
+        raise ValueError(f"partition_terminals must be >= 1, got {partition_terminals!r}")
+    return int(partition_terminals)
+
+
 def run(scenario, out_dir: str | Path, *, resume: bool = True, dask: str | None = None,
         report: bool | None = None, progress: Callable[[int, int], None] | None = None,
-        max_chunks: int | None = None) -> Run:
+        max_chunks: int | None = None, partition_terminals: int | None = None) -> Run:
     """``leotwin.run(scenario) -> Run``: run a scenario (object or YAML path) into ``out_dir``.
 
     Finished chunks recorded in ``chunks/progress.json`` for the same scenario hash are kept
     (``resume``); a different scenario in the same directory is refused. ``max_chunks`` stops
     after that many new chunks (for tests and partial runs). The policy state is carried from
-    chunk to chunk (module docstring). At the end the run directory
-    (:func:`leotwin.analytics.runio.write_run` layout, written chunk by chunk) and, if
-    ``report``, the HTML report are written.
+    chunk to chunk (module docstring). The run directory
+    (:func:`leotwin.analytics.runio.write_run` layout) is written chunk by chunk while the
+    chunks run, and at the end, if ``report``, the HTML report. ``partition_terminals``
+    (default: ``LEOTWIN_PARTITION_TERMINALS``, else none): split chunks of more terminals than
+    that into terminal partitions (module docstring, "Terminal partitions"); the files are
+    the same either way.
     """
     sc = _load(scenario)
     out = Path(out_dir)
@@ -321,38 +543,123 @@ def run(scenario, out_dir: str | Path, *, resume: bool = True, dask: str | None 
             "states": {str(k): prog["states"][str(k)] for k in done}}
     _write_progress(prog_path, prog)
     done_set = set(done)
-    todo = [k for k in range(len(bounds)) if k not in done_set]
-    if max_chunks is not None:
-        todo = todo[:max_chunks]
+    remaining = [k for k in range(len(bounds)) if k not in done_set]
+    todo = remaining if max_chunks is None else remaining[:max_chunks]
+    parts = _partitions(sc, _partition_setting(partition_terminals))
     if progress:
         progress(len(done), len(bounds))
+    # This call can finish the run: assemble the directory while the chunks run.
+    asm = _Assembler(sc, out) if len(todo) == len(remaining) else None
 
     def record(c: ChunkDone) -> None:
-        log.debug("chunk %d: %.2f s, %.2f s CPU, process %d, peak RSS %.0f MiB", c.k,
-                  c.seconds, c.cpu_seconds, c.pid, c.peak_rss_mib, extra={"chunk_done": c})
+        log.debug("chunk %d: %.2f s, %.2f s CPU, process %d, peak RSS %.0f MiB, %d "
+                  "partition(s)", c.k, c.seconds, c.cpu_seconds, c.pid, c.peak_rss_mib,
+                  c.partitions, extra={"chunk_done": c})
         prog["chunks"][str(c.k)] = c.chunk_sha256
         prog["states"][str(c.k)] = c.state_sha256
         _write_progress(prog_path, prog)
         if progress:
             progress(len(prog["chunks"]), len(bounds))
+        if asm is not None:
+            asm.ready(c.k)
+
+    def resumed() -> None:   # chunks finished by an earlier call, into the directory first
+        if asm is not None:
+            for k in done:
+                asm.ready(k)
 
     args = (str(sc.source_path), json.dumps(sc.document, sort_keys=True, default=str), digest)
-    if dask:
-        _run_on_dask(dask, sc, args, todo, done_set, str(out), record)
-    else:
-        last: ChunkDone | None = None
-        for k in todo:  # over time chunks, in order: each starts from its predecessor's state
-            start = (None if k == 0 else last.state if last is not None and last.k == k - 1
-                     else _read_state(chunks, k - 1))
-            last = run_chunk(*args, k, str(out), start)
-            record(last)
+    try:
+        if dask:
+            _run_on_dask(dask, sc, args, todo, done_set, str(out), record, resumed, parts)
+        else:
+            resumed()
+            last: ChunkDone | None = None
+            for k in todo:  # over time chunks, in order: each starts from its predecessor's
+                start = (None if k == 0 else last.state if last is not None and last.k == k - 1
+                         else _read_state(chunks, k - 1))
+                last = _chunk_in_process(args, k, str(out), start, parts)
+                record(last)
+    except BaseException:
+        if asm is not None:
+            asm.abort()
+        raise
     result = Run(out, sc, len(prog["chunks"]), len(bounds))
     if result.complete:
         t0 = time.perf_counter()
-        _finish(result, sc, report if report is not None else sc.report)
-        log.debug("run directory assembled in %.1f s", time.perf_counter() - t0,
-                  extra={"finish_s": time.perf_counter() - t0})
+        _finish(result, sc, report if report is not None else sc.report, asm)
+        log.debug("run directory finished %.1f s after the last chunk",
+                  time.perf_counter() - t0, extra={"finish_s": time.perf_counter() - t0})
+    elif asm is not None:
+        asm.abort()
     return result
+
+
+def _partitions(sc, partition_terminals: int | None) -> int | None:
+    """The partition size to use: None when not asked for, not needed (few terminals) or not
+    exact for this scenario (:func:`coupling`, logged)."""
+    n_term = len(sc.ground().terminals)
+    if partition_terminals is None or n_term <= partition_terminals:
+        return None
+    why = coupling(sc)
+    if why is not None:
+        log.warning("terminal partitions not used: %s, so partitions would not give the same "
+                    "result; chunks run whole", why)
+        return None
+    return partition_terminals
+
+
+def _chunk_in_process(args, k: int, out_dir: str, start, parts: int | None) -> ChunkDone:
+    if parts is None:
+        return run_chunk(*args, k, out_dir, start)
+    sc = _worker_inputs(*args)[0]
+    n = len(partition_bounds(len(sc.ground().terminals), parts))
+    done = [run_partition(*args, k, p, parts, out_dir, start) for p in range(n)]
+    return merge_partitions(*args, k, out_dir, done)
+
+
+class _Assembler:
+    """The run directory written from the chunk files in chunk order, each chunk as soon as it
+    and every chunk before it are done (:meth:`ready`); :meth:`close` writes the rest."""
+
+    def __init__(self, sc, out: Path):
+        from .analytics.runio import RunWriter, _latest_policy
+
+        terms = sc.ground().terminals
+        terminals = pd.DataFrame({"terminal": terms["terminal"].astype(str).to_numpy(),
+                                  "account": terms["account"].astype(str).to_numpy(),
+                                  "lat_deg": terms["lat_deg"].to_numpy(np.float64),
+                                  "lon_deg": terms["lon_deg"].to_numpy(np.float64)})
+        policy = _latest_policy(sc.policy())
+        self.out = out
+        self.writer = RunWriter(out, terminals,
+                                list(policy.contracts) if policy is not None else [])
+        times = sc.times()
+        self.bounds = chunk_bounds(times.size, sc.chunk_steps)
+        self.dur_s = _step_durations_s(times, float(sc.spec.time.step_s))
+        self.next = 0
+        self.waiting: set[int] = set()
+
+    def ready(self, k: int) -> None:
+        self.waiting.add(k)
+        while self.next in self.waiting:   # over the chunks now in order
+            self.waiting.discard(self.next)
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            table = pq.read_table(self.out / CHUNK_DIR / CHUNK_FILE.format(k=self.next))
+            self.writer.add(table, float(self.dur_s[self.bounds[self.next][1] - 1]))
+            log.debug("chunk %d assembled: %.3f s, %.3f s CPU", self.next,
+                      time.perf_counter() - t0, time.process_time() - cpu0,
+                      extra={"assembled": (self.next, time.perf_counter() - t0,
+                                           time.process_time() - cpu0)})
+            self.next += 1
+
+    def close(self) -> None:
+        if self.next != len(self.bounds):
+            raise RuntimeError(f"run directory: chunk {self.next} was never assembled")
+        self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.abort()
 
 
 def _state_pass(sc, todo: list[int], done: set[int], chunks: Path) -> dict[int, dict | None]:
@@ -379,10 +686,12 @@ def _state_pass(sc, todo: list[int], done: set[int], chunks: Path) -> dict[int, 
 
 
 def _run_on_dask(address: str, sc, args, todo: list[int], done: set[int], out_dir: str,
-                 record) -> None:
+                 record, submitted: Callable[[], None] = lambda: None,
+                 parts: int | None = None) -> None:
     from dask.distributed import Client, as_completed
 
     if not todo:
+        submitted()
         return
     ground, policy = sc.ground(), sc.policy()
     ids = ground.terminals["terminal"].astype(str).to_numpy()
@@ -390,6 +699,7 @@ def _run_on_dask(address: str, sc, args, todo: list[int], done: set[int], out_di
                                                             as_of=sc.as_of()).any())
     chunks = Path(out_dir) / CHUNK_DIR
     starts = {} if chained else _state_pass(sc, todo, done, chunks)
+    n_parts = len(partition_bounds(ids.size, parts)) if parts else 1
     cluster = None
     if address == "local":
         cluster = _local_cluster()
@@ -404,9 +714,15 @@ def _run_on_dask(address: str, sc, args, todo: list[int], done: set[int], out_di
                          else _read_state(chunks, k - 1))
             else:
                 start = starts[k]
-            fut = client.submit(run_chunk, *args, k, out_dir, start, pure=False)
+            if parts is None:
+                fut = client.submit(run_chunk, *args, k, out_dir, start, pure=False)
+            else:   # the chunk's partitions, then their merge
+                pieces = [client.submit(run_partition, *args, k, p, parts, out_dir, start,
+                                        pure=False) for p in range(n_parts)]
+                fut = client.submit(merge_partitions, *args, k, out_dir, pieces, pure=False)
             previous[k] = fut
             futures.append(fut)
+        submitted()   # the driver's own work (assembling resumed chunks) while workers run
         for fut in as_completed(futures):
             c = fut.result()
             if not chained and c.k + 1 in starts and starts[c.k + 1] != c.state:
@@ -441,27 +757,20 @@ def write_assumptions(scenario, out_dir: Path) -> None:
         json.dumps(scenario.assumptions(), indent=1) + "\n", encoding="utf-8")
 
 
-def _finish(result: Run, sc, report: bool) -> None:
-    """Write the run directory tables from the chunk files, one chunk at a time (the timeline
-    is appended as row groups; intervals, usage and contract availability carry small state
-    from chunk to chunk — :class:`~leotwin.analytics.runio.RunWriter`), then the report."""
-    from .analytics.runio import RunWriter, _latest_policy
-
-    ground = sc.ground()
-    terms = ground.terminals
-    terminals = pd.DataFrame({"terminal": terms["terminal"].astype(str).to_numpy(),
-                              "account": terms["account"].astype(str).to_numpy(),
-                              "lat_deg": terms["lat_deg"].to_numpy(np.float64),
-                              "lon_deg": terms["lon_deg"].to_numpy(np.float64)})
-    policy = _latest_policy(sc.policy())
-    writer = RunWriter(result.out_dir, terminals,
-                       list(policy.contracts) if policy is not None else [])
-    times = sc.times()
-    dur_s = _step_durations_s(times, float(sc.spec.time.step_s))
-    for k, (_, b) in enumerate(chunk_bounds(times.size, sc.chunk_steps)):  # over chunks
-        table = pq.read_table(result.out_dir / CHUNK_DIR / CHUNK_FILE.format(k=k))
-        writer.add(table, float(dur_s[b - 1]))
-    writer.close()
+def _finish(result: Run, sc, report: bool, asm: _Assembler | None = None) -> None:
+    """Finish the run directory (:class:`_Assembler`; from the chunk files when none was
+    assembling during the run), then the assumptions and the report."""
+    if asm is None:
+        asm = _Assembler(sc, result.out_dir)
+        for k in range(len(asm.bounds)):   # over chunks, in order
+            asm.ready(k)
+    try:
+        asm.close()
+    except BaseException:
+        asm.abort()
+        raise
+    for stale in (result.out_dir / CHUNK_DIR).glob("part-*.parquet*"):   # of a killed call
+        stale.unlink(missing_ok=True)
     write_assumptions(sc, result.out_dir)
     if report:
         from .analytics.report import write_report

@@ -26,17 +26,28 @@ window's intervals come from :func:`outage_intervals`; an interval still open at
 window (it ends at the window's end) is held back and, when the next window starts right there
 with an interval of the same terminal, cause and rule, merged with it — so an outage spanning a
 seam comes out as one interval, exactly as over the whole timeline. Carried state: at most one
-open interval per terminal.
+open interval per terminal. Finished intervals (those that can no longer grow) go to a spill
+file in row groups when one is given, and :meth:`IntervalAccumulator.write` sorts them into the
+final table a bounded number at a time, so a long run never holds all its intervals in memory.
+
+Labels as codes: ``cause`` and ``rule`` may be given as :class:`CodedGrid` (integer codes into a
+few names, e.g. a dictionary-encoded Parquet column): intervals are split on the codes and only
+the intervals' labels are looked up, with no string per step.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-__all__ = ["INTERVAL_COLUMNS", "IntervalAccumulator", "intervals_to_mask", "outage_intervals"]
+__all__ = ["INTERVAL_COLUMNS", "INTERVAL_SCHEMA", "CodedGrid", "IntervalAccumulator",
+           "intervals_to_mask", "outage_intervals"]
 
 #: Columns of the table returned by :func:`outage_intervals`, in order.
 INTERVAL_COLUMNS = ("terminal", "start", "end", "duration_s", "cause", "rule")
@@ -114,12 +125,142 @@ def _bool_grid(values: Any, name: str, shape: tuple[int, int]) -> np.ndarray:
 # ----------------------------------------------------------------------------- intervals
 
 
+@dataclass(frozen=True)
+class CodedGrid:
+    """A (n_time, n_term) grid of labels given as integer ``codes`` into ``names`` (``label =
+    names[code]``), e.g. a dictionary-encoded Parquet column or the ``(names, codes)`` pairs of
+    :attr:`~leotwin.analytics.simulate.SimulationRun.codes`. :func:`outage_intervals` splits
+    on the codes (no hashing of strings per step) and looks the names up only for the
+    intervals it returns. ``names`` may hold None (a missing label) and repeated names (equal
+    labels are equal, whatever their code)."""
+
+    names: Any
+    codes: Any
+
+
 def _codes(flat: np.ndarray) -> np.ndarray:
     """Integer codes equal where ``flat`` values are equal (None/NaN all equal to each other)."""
     if flat.dtype == bool or np.issubdtype(flat.dtype, np.integer):
         return flat                              # already codes: skip hashing
     codes, _ = pd.factorize(flat, use_na_sentinel=True)
     return codes
+
+
+def _key(value: Any, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(codes or values grid, names)``: a :class:`CodedGrid` as canonical codes (equal
+    labels, equal code) and its names; anything else as the checked grid and None."""
+    if not isinstance(value, CodedGrid):
+        return _grid(value, name, shape), None
+    names = np.asarray(value.names, dtype=object)
+    codes = _grid(value.codes, f"{name}.codes", shape)
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"{name}.codes must be integers, got dtype {codes.dtype}")
+    if codes.size and (codes.min() < 0 or codes.max() >= names.size):
+        raise ValueError(f"{name}.codes must index {name}.names (0..{names.size - 1})")
+    canon, uniq = pd.factorize(names, use_na_sentinel=False)   # a few names, not the grid
+    return canon[codes], np.asarray(uniq, dtype=object)
+
+
+@dataclass
+class _Found:
+    """Intervals as arrays: terminal index (into the ids), start and end (int64 ns UTC) and
+    the cause and rule of each (values; None when not given)."""
+
+    term: np.ndarray
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    cause: np.ndarray
+    rule: np.ndarray
+
+    @classmethod
+    def empty(cls) -> _Found:
+        z = np.zeros(0, np.int64)
+        return cls(z, z, z, np.zeros(0, object), np.zeros(0, object))
+
+    def __len__(self) -> int:
+        return self.term.size
+
+    def take(self, idx: np.ndarray) -> _Found:
+        return _Found(self.term[idx], self.start_ns[idx], self.end_ns[idx], self.cause[idx],
+                      self.rule[idx])
+
+    @classmethod
+    def concat(cls, parts: list[_Found]) -> _Found:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("term", "start_ns", "end_ns", "cause", "rule")))
+
+
+def _find(t: np.ndarray, ids: np.ndarray, u: np.ndarray, keys: dict, dur_s: np.ndarray
+          ) -> _Found:
+    """The core of :func:`outage_intervals` on checked inputs (``keys``: name → (grid,
+    names) from :func:`_key`), sorted by terminal id then start."""
+    order = np.argsort(ids, kind="stable")
+    n_time = t.size
+    row = max(n_time, 1)
+    # (terminal, time) order with terminals sorted by id: flat order is the output order
+    u_flat = np.ascontiguousarray(u.T[order]).ravel()
+    # split[k]: an interval cannot continue from flat position k-1 into k (new terminal's row,
+    # or a change of cause/rule)
+    split = np.zeros(u_flat.size + 1, dtype=bool)
+    split[::row] = True
+    split[-1] = True
+    key_flat = {}
+    for name, (grid, _) in keys.items():        # at most two keys, not a loop over data
+        flat = np.ascontiguousarray(grid.T[order]).ravel()
+        key_flat[name] = flat
+        c = _codes(flat)
+        split[1:-1] |= c[1:] != c[:-1]
+    padded = np.concatenate([[False], u_flat, [False]])
+    starts = np.flatnonzero(u_flat & (split[:-1] | ~padded[:-2]))
+    lasts = np.flatnonzero(u_flat & (split[1:] | ~padded[2:]))
+    t_ns = t.astype("int64")
+    if n_time:      # the instant each step ends: the next time, or last time + last step
+        t_end = np.concatenate([t_ns[1:], [t_ns[-1] + int(round(dur_s[-1] * 1e9))]])
+    else:
+        t_end = t_ns
+
+    def col(name: str) -> np.ndarray:
+        if name not in key_flat:
+            return np.full(starts.size, None, dtype=object)
+        values = key_flat[name][starts]
+        names = keys[name][1]
+        return values if names is None else names[values]
+
+    return _Found(order[starts // row], t_ns[starts % row], t_end[lasts % row], col("cause"),
+                  col("rule"))
+
+
+def _checked(times: Any, ids: np.ndarray, unserved: Any, cause: Any, rule: Any,
+             step_s: float | None) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
+    t = _utc_times(times)
+    shape = (t.size, ids.size)
+    u = _bool_grid(unserved, "unserved", shape)
+    keys = {name: _key(v, name, shape) for name, v in (("cause", cause), ("rule", rule))
+            if v is not None}
+    dur_s = _step_durations_s(t, step_s) if t.size else np.zeros(0)
+    return t, u, keys, dur_s
+
+
+def _frame(ids: np.ndarray, found: _Found, *, objects: bool = False) -> pd.DataFrame:
+    """The intervals table of ``found`` (already in output order). ``objects``: the string
+    columns as object arrays (as :class:`IntervalAccumulator` has always built them)."""
+    start = found.start_ns.astype("datetime64[ns]")
+    end = found.end_ns.astype("datetime64[ns]")
+    terminal = ids[found.term]
+    cause, rule = found.cause, found.rule
+    if objects:
+        terminal, cause, rule = (np.asarray(x, dtype=object) for x in (terminal, cause, rule))
+    return pd.DataFrame({
+        "terminal": terminal,
+        "start": start,
+        "end": end,
+        "duration_s": ((found.end_ns - found.start_ns) / 1e9).astype(np.float64),
+        "cause": cause,
+        "rule": rule,
+    }, columns=list(INTERVAL_COLUMNS))
 
 
 def outage_intervals(times: Any, terminals: Any, unserved: Any, *, cause: Any = None,
@@ -131,8 +272,9 @@ def outage_intervals(times: Any, terminals: Any, unserved: Any, *, cause: Any = 
     times : (n_time,) datetime64[ns] UTC, strictly increasing — step start instants.
     terminals : (n_term,) unique terminal ids.
     unserved : (n_time, n_term) bool.
-    cause, rule : optional (n_time, n_term) arrays (str or int codes); a change of either inside
-        a run of unserved steps starts a new interval. Values at served steps are ignored.
+    cause, rule : optional (n_time, n_term) arrays (str or int codes), or :class:`CodedGrid`
+        (labels as codes into names); a change of either inside a run of unserved steps starts
+        a new interval. Values at served steps are ignored.
     step_s : duration of the last step in seconds; default the median spacing of ``times``.
 
     Returns
@@ -142,58 +284,9 @@ def outage_intervals(times: Any, terminals: Any, unserved: Any, *, cause: Any = 
     not given; missing values come out as NA (test with ``pd.isna``). Raises ValueError, naming
     the argument, for wrong shapes, dtypes or unsorted times.
     """
-    t = _utc_times(times)
     ids = _ids(terminals, "terminals", unique=True)
-    shape = (t.size, ids.size)
-    u = _bool_grid(unserved, "unserved", shape)
-    keys = {name: _grid(v, name, shape) for name, v in (("cause", cause), ("rule", rule))
-            if v is not None}
-    dur_s = _step_durations_s(t, step_s) if t.size else np.zeros(0)
-
-    # (terminal, time) order with terminals sorted by id: flat order is the output order
-    order = np.argsort(ids, kind="stable")
-    n_time = t.size
-    row = max(n_time, 1)
-    u_flat = np.ascontiguousarray(u.T[order]).ravel()
-    # split[k]: an interval cannot continue from flat position k-1 into k (new terminal's row,
-    # or a change of cause/rule)
-    split = np.zeros(u_flat.size + 1, dtype=bool)
-    split[::row] = True
-    split[-1] = True
-    key_flat = {}
-    for name, grid in keys.items():             # at most two keys, not a loop over data
-        flat = np.ascontiguousarray(grid.T[order]).ravel()
-        key_flat[name] = flat
-        c = _codes(flat)
-        split[1:-1] |= c[1:] != c[:-1]
-    padded = np.concatenate([[False], u_flat, [False]])
-    starts = np.flatnonzero(u_flat & (split[:-1] | ~padded[:-2]))
-    lasts = np.flatnonzero(u_flat & (split[1:] | ~padded[2:]))
-    term_idx = order[starts // row]
-    i0 = starts % row
-    i1 = lasts % row
-    t_start = t[i0]
-    if n_time:      # the instant each step ends: the next time, or last time + last step
-        last_end = t[-1] + np.timedelta64(int(round(dur_s[-1] * 1e9)), "ns")
-        t_end = np.concatenate([t[1:], [last_end]])
-    else:
-        t_end = t
-    end = t_end[i1]
-    duration_s = (end - t_start).astype("int64") / 1e9
-
-    def col(name: str) -> Any:
-        if name not in key_flat:
-            return np.full(starts.size, None, dtype=object)
-        return key_flat[name][starts]
-
-    return pd.DataFrame({
-        "terminal": ids[term_idx],
-        "start": t_start.astype("datetime64[ns]"),
-        "end": end.astype("datetime64[ns]"),
-        "duration_s": duration_s.astype(np.float64),
-        "cause": col("cause"),
-        "rule": col("rule"),
-    }, columns=list(INTERVAL_COLUMNS))
+    t, u, keys, dur_s = _checked(times, ids, unserved, cause, rule, step_s)
+    return _frame(ids, _find(t, ids, u, keys, dur_s))
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -204,6 +297,29 @@ def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (eq & ~na_a & ~na_b) | (na_a & na_b)
 
 
+#: Arrow schema of ``intervals.parquet`` (what :meth:`IntervalAccumulator.write` writes).
+INTERVAL_SCHEMA = pa.schema([
+    ("terminal", pa.large_string()), ("start", pa.timestamp("ns")),
+    ("end", pa.timestamp("ns")), ("duration_s", pa.float64()), ("cause", pa.large_string()),
+    ("rule", pa.large_string())])
+#: Schema of the spill file of finished intervals: the terminal as its rank in id order.
+_SPILL_SCHEMA = pa.schema([
+    ("rank", pa.int64()), ("start", pa.int64()), ("end", pa.int64()),
+    ("cause", pa.large_string()), ("rule", pa.large_string())])
+#: Finished intervals held in memory before they are written to the spill file.
+SPILL_ROWS = 65_536
+#: Intervals sorted in memory at once when the final table is written (a row group each).
+WRITE_ROWS = 1_000_000
+
+
+def _labels(values: np.ndarray) -> pa.Array:
+    """Interval labels (strings, None/NaN missing) as an Arrow string array."""
+    obj = np.asarray(values, dtype=object)
+    missing = pd.isna(obj)
+    return pa.array(np.where(missing, None, obj).astype(object), type=pa.large_string(),
+                    from_pandas=True)
+
+
 class IntervalAccumulator:
     """:func:`outage_intervals` fed one window of steps at a time (module docstring,
     "Streaming"); :meth:`table` gives the same table as one call over the whole timeline.
@@ -211,60 +327,161 @@ class IntervalAccumulator:
     :meth:`add` takes the arguments of :func:`outage_intervals` for one window except the
     terminals (fixed at construction) and ``step_s``, the duration of the window's last step
     (the spacing to the next window's first step; for the last window, the run's last step).
+
+    ``spill``: a file to which finished intervals (those that can no longer grow) are written
+    in row groups of :data:`SPILL_ROWS`, so that memory holds only the open intervals (at most
+    one per terminal) and a bounded buffer, not every interval of a long run; :meth:`write`
+    then sorts them into the final table :data:`WRITE_ROWS` at a time and removes the file.
+    Without ``spill`` everything stays in memory (small runs, tests). With it, ``cause`` and
+    ``rule`` must be string labels (missing: None/NaN), as in a run's timeline.
     """
 
-    def __init__(self, terminals: Any):
+    def __init__(self, terminals: Any, *, spill: str | Path | None = None):
         self.terminals = _ids(terminals, "terminals", unique=True)
-        self._done: list[pd.DataFrame] = []
-        self._open: pd.DataFrame | None = None      # intervals ending at the last window's end
-        self._end: np.datetime64 | None = None      # end instant of the last window
+        # rank of every terminal in id order: the output order, and the spill's terminal key
+        self._by_rank = np.argsort(self.terminals, kind="stable")   # rank → terminal index
+        self._rank = np.empty(self.terminals.size, np.int64)
+        self._rank[self._by_rank] = np.arange(self.terminals.size)
+        self._done: list[_Found] = []                # finished, not yet spilled
+        self._done_rows = 0
+        self._open = _Found.empty()                  # intervals ending at the last window's end
+        self._end: int | None = None                 # end instant (ns) of the last window
+        self._count = np.zeros(self.terminals.size, np.int64)   # finished intervals per terminal
+        self._spill_path = None if spill is None else Path(spill)
+        self._spill: pq.ParquetWriter | None = None
+        self._spill_closed = False
 
     def add(self, times: Any, unserved: Any, *, cause: Any = None, rule: Any = None,
             step_s: float) -> None:
-        t = _utc_times(times)
+        t, u, keys, dur_s = _checked(times, self.terminals, unserved, cause, rule, step_s)
         if t.size == 0:
             return
-        iv = outage_intervals(t, self.terminals, unserved, cause=cause, rule=rule,
-                              step_s=step_s)
-        end = t[-1] + np.timedelta64(int(round(float(step_s) * 1e9)), "ns")
-        if self._open is not None and len(self._open):
-            old = self._open
-            if self._end == t[0]:
-                first = iv[iv["start"].to_numpy() == t[0]]
-                pair = old.reset_index().merge(first.reset_index(), on="terminal",
-                                               suffixes=("_old", "_new"))
-                same = (_same(pair["cause_old"].to_numpy(object),
-                              pair["cause_new"].to_numpy(object))
-                        & _same(pair["rule_old"].to_numpy(object),
-                                pair["rule_new"].to_numpy(object)))
-                pair = pair[same]
-                idx_new = pair["index_new"].to_numpy()
-                start = pd.Series(pair["start_old"].to_numpy(), index=idx_new)
-                iv.loc[idx_new, "start"] = start
-                iv.loc[idx_new, "duration_s"] = ((iv.loc[idx_new, "end"].to_numpy()
-                                                  - start.to_numpy()).astype("int64") / 1e9)
-                old = old.drop(index=pair["index_old"].to_numpy())
-            self._done.append(old)
-        still = iv["end"].to_numpy() == end
-        self._done.append(iv[~still])
-        self._open = iv[still]
+        iv = _find(t, self.terminals, u, keys, dur_s)
+        end = int(t[-1].astype("int64")) + int(round(float(step_s) * 1e9))
+        old = self._open
+        if len(old) and self._end == int(t[0].astype("int64")):
+            # an interval open at the seam continues into this window when the same terminal
+            # is out from its first step with the same cause and rule: one interval
+            slot = np.full(self.terminals.size, -1, np.int64)
+            slot[old.term] = np.arange(len(old))
+            first = np.flatnonzero(iv.start_ns == self._end)
+            j = slot[iv.term[first]]
+            first, j = first[j >= 0], j[j >= 0]
+            same = _same(old.cause[j], iv.cause[first]) & _same(old.rule[j], iv.rule[first])
+            iv.start_ns[first[same]] = old.start_ns[j[same]]
+            keep = np.ones(len(old), bool)
+            keep[j[same]] = False
+            old = old.take(np.flatnonzero(keep))
+        still = iv.end_ns == end
+        self._finished(old)
+        self._finished(iv.take(np.flatnonzero(~still)))
+        self._open = iv.take(np.flatnonzero(still))
         self._end = end
+
+    def _finished(self, found: _Found) -> None:
+        if not len(found):
+            return
+        np.add.at(self._count, found.term, 1)
+        self._done.append(found)
+        self._done_rows += len(found)
+        if self._spill_path is not None and self._done_rows >= SPILL_ROWS:
+            self._flush()
+
+    def _close_spill(self) -> None:
+        """Make the spill file readable (its footer written); the accumulation ends there."""
+        if self._spill is not None and not self._spill_closed:
+            self._spill.close()
+            self._spill_closed = True
+
+    def _flush(self) -> None:
+        """Write the finished intervals held in memory to the spill file (one row group)."""
+        if self._spill_closed:
+            raise RuntimeError("intervals: add() after table() or write() with a spill file")
+        found = _Found.concat(self._done)
+        self._done, self._done_rows = [], 0
+        if not len(found):
+            return
+        if self._spill is None:
+            self._spill = pq.ParquetWriter(self._spill_path, _SPILL_SCHEMA, compression="none")
+        self._spill.write_table(pa.table(
+            [pa.array(self._rank[found.term]), pa.array(found.start_ns),
+             pa.array(found.end_ns), _labels(found.cause), _labels(found.rule)],
+            schema=_SPILL_SCHEMA))
+
+    def __len__(self) -> int:
+        """Number of intervals so far (open ones included)."""
+        return int(self._count.sum()) + len(self._open)
+
+    def _batch(self, lo: int, hi: int) -> _Found:
+        """The intervals so far of the terminals of rank ``lo ≤ rank < hi``, in output order
+        (terminal id, then start): spilled ones read back one row group at a time."""
+        parts = []
+        if self._spill is not None:
+            for rg in pq.ParquetFile(self._spill_path).iter_batches():   # row groups, bounded
+                rank = rg.column(0).to_numpy()
+                sel = np.flatnonzero((rank >= lo) & (rank < hi))
+                if sel.size == 0:
+                    continue
+                rg = rg.take(pa.array(sel))
+                term = self._by_rank[rg.column(0).to_numpy()]
+                parts.append(_Found(term, rg.column(1).to_numpy(), rg.column(2).to_numpy(),
+                                    np.asarray(rg.column(3).to_pylist(), dtype=object),
+                                    np.asarray(rg.column(4).to_pylist(), dtype=object)))
+        for found in [*self._done, self._open]:
+            r = self._rank[found.term]
+            parts.append(found.take(np.flatnonzero((r >= lo) & (r < hi))))
+        out = _Found.concat(parts)
+        return out.take(np.lexsort((out.start_ns, self._rank[out.term])))
 
     def table(self) -> pd.DataFrame:
         """The intervals so far (open ones included), sorted as :func:`outage_intervals`."""
-        parts = [p for p in [*self._done, self._open] if p is not None and len(p)]
-        if not parts:
+        self._close_spill()
+        if len(self) == 0:     # the dtypes outage_intervals gives an empty table
             return outage_intervals(np.zeros(0, "datetime64[ns]"), self.terminals,
-                                    np.zeros((0, self.terminals.size), bool),
-                                    cause=None, rule=None)
-        out = pd.concat(parts, ignore_index=True)
-        rank = pd.Index(np.sort(self.terminals, kind="stable")).get_indexer(
-            out["terminal"].to_numpy())
-        order = np.lexsort((out["start"].to_numpy(), rank))
-        # rebuilt from plain arrays as outage_intervals builds it (same dtype inference)
-        return pd.DataFrame({c: out[c].to_numpy(dtype=object if c in ("terminal", "cause",
-                                                                       "rule") else None)[order]
-                             for c in INTERVAL_COLUMNS}, columns=list(INTERVAL_COLUMNS))
+                                    np.zeros((0, self.terminals.size), bool))
+        return _frame(self.terminals, self._batch(0, self.terminals.size), objects=True)
+
+    def write(self, path: str | Path) -> int:
+        """Write :meth:`table` to the Parquet file ``path`` (:data:`INTERVAL_SCHEMA`), sorting
+        at most about :data:`WRITE_ROWS` intervals at a time (whole terminals: one row group
+        each), remove the spill file and return the number of intervals. Ends the
+        accumulation."""
+        self._close_spill()
+        counts = self._count.copy()
+        np.add.at(counts, self._open.term, 1)
+        total = int(counts.sum())
+        if total == 0:     # an empty table keeps the dtypes outage_intervals gives it
+            self.table().to_parquet(path, index=False)
+        else:
+            per_rank = np.zeros(self.terminals.size, np.int64)
+            per_rank[self._rank] = counts
+            cum = np.cumsum(per_rank)
+            # batch boundaries between terminals, about WRITE_ROWS intervals apart
+            cuts = np.unique(np.searchsorted(cum, np.arange(WRITE_ROWS, total, WRITE_ROWS),
+                                             side="right"))
+            edges = [0, *[int(c) for c in cuts if 0 < c < per_rank.size], per_rank.size]
+            writer = None
+            try:
+                for lo, hi in zip(edges[:-1], edges[1:], strict=True):   # over batches
+                    frame = _frame(self.terminals, self._batch(lo, hi), objects=True)
+                    table = pa.Table.from_pandas(frame, schema=INTERVAL_SCHEMA,
+                                                 preserve_index=False)
+                    if writer is None:
+                        writer = pq.ParquetWriter(path, table.schema)
+                    writer.write_table(table)
+            finally:
+                if writer is not None:
+                    writer.close()
+        self.discard()
+        return total
+
+    def discard(self) -> None:
+        """Remove the spill file (after :meth:`write`, or when a run is abandoned)."""
+        self._close_spill()
+        self._spill = None
+        self._done, self._done_rows = [], 0
+        if self._spill_path is not None:
+            self._spill_path.unlink(missing_ok=True)
 
 
 def intervals_to_mask(intervals: pd.DataFrame, times: Any, terminals: Any) -> np.ndarray:
