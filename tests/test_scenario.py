@@ -30,12 +30,12 @@ def flagship():
 def test_flagship_times_and_config(flagship):
     t = flagship.times()
     assert t.dtype == np.dtype("datetime64[ns]")
-    assert t[0] == np.datetime64("2022-10-01T00:00:00") and t[-1] == np.datetime64("2022-10-10")
+    assert t[0] == np.datetime64("2022-10-01T00:00:00") and t[-1] == np.datetime64("2022-10-11")
     assert np.all(np.diff(t) == np.timedelta64(60, "s"))
     cfg = flagship.network_config()
     assert isinstance(cfg, NetworkConfig) and cfg.slot_s == 15.0
     assert flagship.chunk_steps == 240 and flagship.report is True
-    assert flagship.as_of() == datetime(2022, 10, 10, tzinfo=UTC)
+    assert flagship.as_of() == datetime(2022, 10, 11, tzinfo=UTC)
     assert isinstance(flagship.faults(), Faults) and len(flagship.faults().jammers) == 5
     assert flagship.source_path == FLAGSHIP.resolve()
 

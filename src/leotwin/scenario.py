@@ -4,7 +4,7 @@ Layout (every model forbids unknown keys, so a typo is an error, never silently 
 
     name: ukraine-2022-10
     description: ...
-    time: {start: 2022-10-01T00:00:00Z, stop: 2022-10-10T00:00:00Z, step_s: 60, slot_s: 15}
+    time: {start: 2022-10-01T00:00:00Z, stop: 2022-10-11T00:00:00Z, step_s: 60, slot_s: 15}
     constellation:            # exactly one source
       starlink_2022: true     # or starlink_gen1: true (epoch = time.start)
                               # or tle: [a.tle, b.tle] (+ include / exclude name patterns)
