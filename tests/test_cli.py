@@ -95,3 +95,54 @@ def test_version_and_module_entry_point():
     res = subprocess.run([sys.executable, "-m", "leotwin.cli", "--version"], capture_output=True,
                          text=True, check=True)
     assert res.stdout.startswith("leotwin ")
+
+
+def test_run_step_and_partition_terminals(capsys, tmp_path, monkeypatch):
+    """``leotwin run --step`` overrides time.step_s; ``--partition-terminals`` wins over
+    LEOTWIN_PARTITION_TERMINALS, which wins over the scenario's outputs.partition_terminals."""
+    import logging
+
+    from leotwin import runs
+    from test_run_partitions import Chunks, make
+
+    sc = make(tmp_path / "s", capacity=True)
+    sc.write_text(sc.read_text().replace("report: false}", "report: false, "
+                                         "partition_terminals: 6}"))
+    handler, logger = Chunks(), logging.getLogger("leotwin.runs")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        monkeypatch.setenv(runs.PARTITION_ENV, "4")
+        code, out, _ = run(capsys, "run", str(sc), "--out", str(tmp_path / "a"), "--step",
+                           "30", "--stop", "2022-10-05T12:04:00Z", "--partition-terminals", "7")
+        assert code == 0 and "run complete: 2/2 chunks" in out
+        assert [c.partitions for c in handler.done] == [2, 2]  # ⌈13/7⌉, the flag
+        times = pd.read_parquet(tmp_path / "a" / "timeline.parquet")["time"].unique()
+        assert len(times) == 9 and (pd.Series(times).diff().dropna()
+                                    == pd.Timedelta(30, "s")).all()
+        handler.done.clear()
+        assert main(["run", str(sc), "--out", str(tmp_path / "b"), "--stop",
+                     "2022-10-05T12:04:00Z"]) == 0
+        assert [c.partitions for c in handler.done] == [4]  # ⌈13/4⌉, the environment
+        handler.done.clear()
+        monkeypatch.delenv(runs.PARTITION_ENV)
+        assert main(["run", str(sc), "--out", str(tmp_path / "c"), "--stop",
+                     "2022-10-05T12:04:00Z"]) == 0
+        assert [c.partitions for c in handler.done] == [3]  # ⌈13/6⌉, the scenario
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    code, _, err = run(capsys, "run", str(sc), "--out", str(tmp_path / "d"),
+                       "--partition-terminals", "0")
+    assert code == 2 and "partition_terminals must be >= 1" in err
+    code, _, err = run(capsys, "run", str(sc), "--out", str(tmp_path / "d"), "--step", "7")
+    assert code == 2 and "time" in err and "step_s" in err
+
+
+def test_run_takes_a_bundled_scenario_name():
+    from leotwin.cli import _scenario_path
+    from leotwin.scenarios import bundled_scenario
+
+    assert _scenario_path("ukraine-2022-10") == bundled_scenario("ukraine-2022-10")
+    assert _scenario_path("elsewhere/scenario.yaml") == Path("elsewhere/scenario.yaml")

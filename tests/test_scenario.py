@@ -140,6 +140,11 @@ def test_minimal_loads(tmp_path):
      "greater than or equal to 1"),
     (lambda d: d.update(outputs={"chunk_steps": 10}) or d["time"].update(step_s=5),
      "outputs.chunk_steps", "multiple of slot_s/step_s = 3"),
+    (lambda d: d.update(outputs={"partition_terminals": 0}), "outputs.partition_terminals",
+     "greater than or equal to 1"),
+    (lambda d: d.update(outputs={"partition_terminals": "many"}),
+     "outputs.partition_terminals", "must be a whole number"),
+    (lambda d: d.update(outputs={"partitions": 4}), "outputs.partitions", "unknown key"),
     (lambda d: d["ground"].update(terminals={"generate": [
         {"prefix": "a", "account": "a", "n": 5, "within": {"oblasts": ["UA-99"]}}]}),
      "ground.terminals.generate[0].within.oblasts[0]", "unknown oblast"),
@@ -194,3 +199,16 @@ def test_schema_command_prints_json(capsys):
     assert {"time", "constellation", "ground", "policy", "faults"} <= set(schema["properties"])
     assert main(["schema", "policy"]) == 0
     assert "geofences" in json.loads(capsys.readouterr().out)["properties"]
+
+
+def test_partition_terminals_is_optional_and_not_hashed(tmp_path):
+    doc = minimal(tmp_path)
+    plain = load_scenario(write(tmp_path, doc))
+    assert plain.partition_terminals is None
+    doc["outputs"] = {"partition_terminals": 500}
+    parted = load_scenario(write(tmp_path, doc, "parted.yaml"))
+    assert parted.partition_terminals == 500
+    # how chunks are computed, not what they hold: a run resumes under another setting
+    assert parted.scenario_hash() == plain.scenario_hash()
+    field = scenario_json_schema()["$defs"]["OutputsSpec"]["properties"]["partition_terminals"]
+    assert {"type": "integer", "minimum": 1} in field["anyOf"]

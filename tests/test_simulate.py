@@ -138,19 +138,10 @@ def test_a_jammer_that_does_not_cut_can_slow_a_terminal_down(positions):
     np.testing.assert_allclose(far["throughput_mbps"], clear["throughput_mbps"])
 
 
-@pytest.mark.parametrize("slot_s", [60.0, 30.0])  # slots carried over; every step a slot
-def test_fast_paths_equal_the_reference_path(positions, monkeypatch, slot_s):
-    """The shortcuts of the per-step pipeline (reused route variants, variants rerouted
-    below the failures only, user links a few steps at a time, jamming tests of many steps in
-    one call, jammer pruning by radio horizon, the clear-sky bound) and the run without string
-    variables change no result: the
-    same scenario — failures (some satellites relaying for others), a PoP cut, jammers near
-    and far, a geofence, moving terminals, slot carry — rerun with every shortcut disabled is
-    identical, variable by variable and bit for bit."""
-    import leotwin.routing.network as network
-    from leotwin.links import budget
-    from leotwin.routing.graph import SatRoutes
-
+def rich_scenario(positions):
+    """60 terminals around Kharkiv (one moving), failures (some satellites relaying for
+    others), a PoP cut, jammers near and far, a geofence west of the city:
+    ``(ground, policy, faults)``."""
     rng = np.random.default_rng(5)
     n = 60
     lat = KHARKIV[0] + rng.uniform(-2.0, 2.0, n)
@@ -182,8 +173,25 @@ def test_fast_paths_equal_the_reference_path(positions, monkeypatch, slot_s):
     pol = Policy(accounts=[Account(id="army", country="UKR")],
                  terminals=[Terminal(id=t, account="army") for t in terminals["terminal"]],
                  geofences=[fence])
-    cfg = NetworkConfig(slot_s=slot_s, beam_capacity_mbps=400.0)
+    return g, pol, faults
 
+
+
+@pytest.mark.parametrize("slot_s", [60.0, 30.0])  # slots carried over; every step a slot
+def test_fast_paths_equal_the_reference_path(positions, monkeypatch, slot_s):
+    """The shortcuts of the per-step pipeline (reused route variants, variants rerouted
+    below the failures only, user links a few steps at a time, jamming tests of many steps in
+    one call, jammer pruning by radio horizon, the clear-sky bound) and the run without string
+    variables change no result: the
+    same scenario — failures (some satellites relaying for others), a PoP cut, jammers near
+    and far, a geofence, moving terminals, slot carry — rerun with every shortcut disabled is
+    identical, variable by variable and bit for bit."""
+    import leotwin.routing.network as network
+    from leotwin.links import budget
+    from leotwin.routing.graph import SatRoutes
+
+    g, pol, faults = rich_scenario(positions)
+    cfg = NetworkConfig(slot_s=slot_s, beam_capacity_mbps=400.0)
     fast = simulate(positions, g, policy=pol, faults=faults, config=cfg)
     assert {"policy", "jamming", ""} <= set(np.unique(fast["cause"].to_numpy()))
     # Without the string variables (what leotwin.run writes): the same, with codes for them.
@@ -216,3 +224,43 @@ def test_fast_paths_equal_the_reference_path(positions, monkeypatch, slot_s):
         a, b = fast[name].to_numpy(), ref[name].to_numpy()
         assert a.dtype == b.dtype, name
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
+
+
+def test_terminal_partitions_joined_equal_the_whole_run(positions):
+    """simulate_run = shared_phase(terminal_phase(all terminals)); the per-terminal phase of
+    terminal partitions (saved and loaded; one with its rules in another order), joined,
+    gives the same result: capacity is shared among terminals of different partitions (small
+    beams: congestion), and only the shared phase allocates it."""
+    import io
+    from dataclasses import replace
+
+    from leotwin.analytics.simulate import TerminalPhase, shared_phase, terminal_phase
+    from leotwin.runs import _ground_part
+
+    g, pol, faults = rich_scenario(positions)
+    g = replace(g, terminals=g.terminals.sort_values("lon_deg").reset_index(drop=True))
+    cfg = NetworkConfig(beam_capacity_mbps=150.0, beams_per_satellite=2)
+    whole = simulate_run(positions, g, policy=pol, faults=faults, config=cfg)
+    assert (whole.result["cause_bits"].to_numpy() & CAUSE_BIT["congestion"]).any()
+    assert (whole.result["cause"] == "policy").any()
+    phases = []
+    for a, b in ((0, 10), (10, 40), (40, 60)):   # west (the geofence) to east
+        phase = terminal_phase(positions, _ground_part(g, a, b), policy=pol, faults=faults,
+                               config=cfg)
+        buf = io.BytesIO()
+        phase.save(buf)
+        buf.seek(0)
+        phases.append(TerminalPhase.load(buf))
+    # the same rules listed in another order (as when a partition meets them in another
+    # order): the join maps every partition's indices onto one list
+    last = phases[0]   # the west: its steps denied by the geofence show their rule
+    assert len(last.rule_ids) > 1
+    last.rule = np.where(last.rule >= 0, len(last.rule_ids) - 1 - last.rule, -1)
+    last.rule_ids = last.rule_ids[::-1]
+    result, _ = shared_phase(TerminalPhase.join(phases), g, config=cfg)
+    for name in whole.result.data_vars:
+        a, b = result[name].to_numpy(), whole.result[name].to_numpy()
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
+    alone = simulate_run(positions, _ground_part(g, 40, 60), policy=pol, faults=faults,
+                         config=cfg).result
+    assert not alone["throughput_mbps"].equals(whole.result["throughput_mbps"][:, 40:])

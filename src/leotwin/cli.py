@@ -241,14 +241,27 @@ def cmd_network(args, out: Console, err: Console) -> int:
     return 0
 
 
+def _scenario_path(name: str) -> Path:
+    """A scenario file, or the name of a bundled scenario (``ukraine-2022-10``) when no such
+    file exists."""
+    from .scenarios import bundled_scenario, bundled_scenarios
+
+    path = Path(name)
+    if not path.exists() and name in bundled_scenarios():
+        return bundled_scenario(name)
+    return path
+
+
 def cmd_run(args, out: Console, err: Console) -> int:
-    time_overrides = {k: v for k, v in (("start", args.start), ("stop", args.stop)) if v}
-    scenario = load_scenario(Path(args.scenario),
+    time_overrides = {k: v for k, v in (("start", args.start), ("stop", args.stop),
+                                        ("step_s", args.step)) if v is not None}
+    scenario = load_scenario(_scenario_path(args.scenario),
                              overrides={"time": time_overrides} if time_overrides else None)
     with _progress(err, unit="chunks") as bar:
         task = bar.add_task(f"running {scenario.name}", total=None)
         result = run_scenario(scenario, Path(args.out), resume=not args.fresh, dask=args.dask,
                               report=False if args.no_report else None,
+                              partition_terminals=args.partition_terminals,
                               progress=lambda done, total: bar.update(task, completed=done,
                                                                       total=total))
     out.print(f"run {'complete' if result.complete else 'incomplete'}: "
@@ -465,10 +478,16 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("what", choices=("scenario", "policy"))
     sc.set_defaults(func=cmd_schema)
     ru = sub.add_parser("run", help="run a scenario file (chunked, resumable, optionally on Dask)")
-    ru.add_argument("scenario", help="scenario YAML")
+    ru.add_argument("scenario", help="scenario YAML, or a bundled scenario's name "
+                                     "(ukraine-2022-10)")
     ru.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     ru.add_argument("--start", help="override time.start")
     ru.add_argument("--stop", help="override time.stop")
+    ru.add_argument("--step", type=float, help="override time.step_s (seconds)")
+    ru.add_argument("--partition-terminals", type=int, metavar="N",
+                    help="compute each chunk in partitions of at most N terminals (the same "
+                         "result; default: LEOTWIN_PARTITION_TERMINALS, else the scenario's "
+                         "outputs.partition_terminals)")
     ru.add_argument("--dask", default=os.environ.get("LEOTWIN_DASK_SCHEDULER"),
                     help="Dask scheduler address, or 'local' for a LocalCluster "
                          "(default: LEOTWIN_DASK_SCHEDULER)")

@@ -40,24 +40,25 @@ uninterrupted and a Dask run assemble the same bytes.
 
 Terminal partitions
 -------------------
-``partition_terminals=N`` (or ``LEOTWIN_PARTITION_TERMINALS``): when the scenario has more
-than ``N`` terminals, every chunk is computed as ⌈n/N⌉ partitions of consecutive terminals
-(:func:`run_partition`, separate Dask tasks) that :func:`merge_partitions` joins into the
-chunk's file and state — byte-identical to the whole chunk. A partition repeats the parts that
-do not depend on terminals (propagation, laser and feeder links, routes: about 40 % of a
-flagship chunk), so partitions pay off for large terminal sets on more workers than chunks in
-flight, or to bound a task's memory. They are exact only where terminals do not interact:
+``partition_terminals=N`` (or ``LEOTWIN_PARTITION_TERMINALS``, or the scenario's
+``outputs.partition_terminals``): when the scenario has more than ``N`` terminals, every chunk
+is computed as ⌈n/N⌉ partitions of consecutive terminals (:func:`run_partition`, separate Dask
+tasks) that :func:`merge_partitions` joins into the chunk's file and state — byte-identical to
+the whole chunk. The simulation has two phases (:func:`~leotwin.analytics.simulate.simulate_run`):
+a partition computes the per-terminal one (decisions, visibility, the ``max_elevation``
+schedule, routes, failures, outages, jamming and its rate factor, cause bits), written as
+``chunks/part-KKKKK-PPPP.npz``; the merge joins them and runs the shared one on the whole chunk
+— **capacity** (each satellite's beams shared among the cells it serves and each cell's
+capacity among its terminals, so a terminal's throughput depends on the others), congestion,
+throughput, the jamming slowdown, the primary cause — then the chunk's quota usage. The policy
+state is split per terminal and merged. A partition repeats the parts that do not depend on
+terminals (propagation, laser and feeder links, routes: about 40 % of a flagship chunk), so
+partitions pay off for large terminal sets on more workers than chunks in flight, or to bound
+a task's memory.
 
-* **capacity** (``network.capacity``, the default) shares each satellite's beams among the
-  cells it serves and each cell's capacity among its terminals, i.e. among terminals anywhere
-  under the same satellite; a terminal's throughput and congestion depend on the others.
-* **``least_loaded`` scheduling** caps the terminals per satellite, so one terminal's choice
-  depends on the others'.
-
-With either, ``partition_terminals`` is ignored (logged) and chunks run whole. Everything else
-is per terminal: decisions and the policy state (split per terminal, merged, the quota usage
-added on the merged chunk), visibility, the ``max_elevation`` schedule, routes (shared, not
-loaded by terminals), jamming and attribution.
+One setting couples terminals inside the per-terminal phase itself: **``least_loaded``
+scheduling** caps the terminals per satellite, so one terminal's choice depends on the
+others'. With it, ``partition_terminals`` is ignored (logged) and chunks run whole.
 
 Dependencies and Dask
 ---------------------
@@ -94,13 +95,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import xarray as xr
 
 from ._common import sha256_file
 from .analytics.intervals import _step_durations_s
-from .analytics.simulate import simulate_run
+from .analytics.simulate import TerminalPhase, shared_phase, terminal_phase
 from .orbits.propagate import propagate
 from .policy.engine import PolicyState, advance_state, decide, metered_terminals
 
@@ -229,8 +229,9 @@ def _advance(policy, ids, times: np.ndarray, ground, state: PolicyState, as_of) 
 
 
 def _simulate_window(sc, con, ground, policy, faults, k: int, state: PolicyState):
-    """Chunk ``k`` for the terminals of ``ground`` from the policy state at its start:
-    ``(simulation, state at its end before the chunk's usage, the chunk's times)``."""
+    """The per-terminal phase of chunk ``k`` (:func:`~leotwin.analytics.simulate.terminal_phase`)
+    for the terminals of ``ground`` from the policy state at its start: ``(phase, state at its
+    end before the chunk's usage, the chunk's times)``."""
     times = sc.times()
     a, b = chunk_bounds(times.size, sc.chunk_steps)[k]
     ids = ground.terminals["terminal"].astype(str).to_numpy()
@@ -242,10 +243,24 @@ def _simulate_window(sc, con, ground, policy, faults, k: int, state: PolicyState
     else:
         state = _advance(None, ids, window, ground, state, None)
     positions = propagate(con, window)
-    sim = simulate_run(positions, ground, policy=policy, faults=faults,
-                       config=sc.network_config(), as_of=sc.as_of(),
-                       window=(times[0], times[-1]), decisions=decisions, strings=False)
-    return sim, state, window
+    phase = terminal_phase(positions, ground, policy=policy, faults=faults,
+                           config=sc.network_config(), as_of=sc.as_of(),
+                           window=(times[0], times[-1]), decisions=decisions)
+    return phase, state, window
+
+
+def _finish_chunk(sc, ground, policy, k: int, out_dir: str, phase, state: PolicyState,
+                  window) -> tuple[str, str, PolicyState]:
+    """Chunk ``k`` from its per-terminal phase for all terminals: the shared phase
+    (capacity and what depends on it, :func:`~leotwin.analytics.simulate.shared_phase`), the
+    chunk's usage added to ``state``, the chunk and state files written. Returns their
+    SHA-256 and the end state."""
+    result, codes = shared_phase(phase, ground, config=sc.network_config(), strings=False)
+    if policy is not None:
+        ids = ground.terminals["terminal"].astype(str).to_numpy()
+        state = _add_usage(sc, policy, ids, k, state, window, result[
+            "throughput_mbps"].transpose("time", "terminal").to_numpy())
+    return *_write_chunk(out_dir, k, _long_table(result, codes), state), state
 
 
 def _add_usage(sc, policy, ids, k: int, state: PolicyState, window,
@@ -283,27 +298,25 @@ def run_chunk(scenario_path: str, document_json: str, digest: str, k: int, out_d
     ids = ground.terminals["terminal"].astype(str).to_numpy()
     if start is None and k > 0:
         raise ValueError(f"chunk {k}: the policy state at its start (chunk {k - 1}'s) is needed")
-    sim, state, window = _simulate_window(sc, con, ground, policy, faults, k,
-                                          _start_state(start, ids))
-    if policy is not None:
-        state = _add_usage(sc, policy, ids, k, state, window, sim.result[
-            "throughput_mbps"].transpose("time", "terminal").to_numpy())
-    sums = _write_chunk(out_dir, k, _long_table(sim.result, sim.codes), state)
+    phase, state, window = _simulate_window(sc, con, ground, policy, faults, k,
+                                            _start_state(start, ids))
+    *sums, state = _finish_chunk(sc, ground, policy, k, out_dir, phase, state, window)
     return ChunkDone(k, *sums, state.to_dict(), time.perf_counter() - t0,
                      time.process_time() - cpu0, os.getpid(), _peak_rss_mib())
 
 
 # ----------------------------------------------------------------------------- partitions
 
-PART_FILE = "part-{k:05d}-{p:04d}.parquet"
+PART_FILE = "part-{k:05d}-{p:04d}.npz"
 #: Environment variable read when ``run(partition_terminals=None)``.
 PARTITION_ENV = "LEOTWIN_PARTITION_TERMINALS"
 
 
 @dataclass(frozen=True)
 class PartDone:
-    """A computed terminal partition of a chunk: its file holds the partition's long table;
-    ``state`` its terminals' policy state at the chunk's end, before the chunk's usage."""
+    """A computed terminal partition of a chunk: its file holds the partition's per-terminal
+    phase (:class:`~leotwin.analytics.simulate.TerminalPhase`); ``state`` its terminals'
+    policy state at the chunk's end, before the chunk's usage."""
 
     k: int
     p: int
@@ -328,9 +341,6 @@ def coupling(sc) -> str | None:
     """Why the scenario's terminals cannot be simulated in separate partitions (None: they
     can) — see the module docstring, "Terminal partitions"."""
     cfg = sc.network_config().resolved()
-    if cfg.capacity:
-        return ("network.capacity shares each satellite's beams and each cell's capacity "
-                "among the terminals it serves")
     if cfg.policy == "least_loaded":
         return "network.policy least_loaded balances terminals across satellites"
     return None
@@ -354,46 +364,46 @@ def run_partition(scenario_path: str, document_json: str, digest: str, k: int, p
                   partition_terminals: int, out_dir: str,
                   start: ChunkDone | dict | PolicyState | None = None) -> PartDone:
     """Partition ``p`` of chunk ``k`` (terminals :func:`partition_bounds` ``[p]``) from the
-    chunk's start state (all terminals, as for :func:`run_chunk`); writes
-    ``chunks/part-KKKKK-PPPP.parquet``. Runs in any process."""
+    chunk's start state (all terminals, as for :func:`run_chunk`): its per-terminal phase,
+    written as ``chunks/part-KKKKK-PPPP.npz``. Runs in any process."""
     t0, cpu0 = time.perf_counter(), time.process_time()
     sc, con, ground, policy, faults = _worker_inputs(scenario_path, document_json, digest)
     ids = ground.terminals["terminal"].astype(str).to_numpy()
     if start is None and k > 0:
         raise ValueError(f"chunk {k}: the policy state at its start (chunk {k - 1}'s) is needed")
     a, b = partition_bounds(ids.size, partition_terminals)[p]
-    sim, state, _ = _simulate_window(sc, con, _ground_part(ground, a, b), policy, faults, k,
-                                     _state_part(_start_state(start, ids), a, b))
-    table = _long_table(sim.result, sim.codes)
-    _write_atomic(Path(out_dir) / CHUNK_DIR / PART_FILE.format(k=k, p=p),
-                  lambda path: table.to_parquet(path, **_CHUNK_PARQUET))
+    phase, state, _ = _simulate_window(sc, con, _ground_part(ground, a, b), policy, faults, k,
+                                       _state_part(_start_state(start, ids), a, b))
+
+    def save(path: Path) -> None:
+        with open(path, "wb") as f:
+            phase.save(f)
+
+    _write_atomic(Path(out_dir) / CHUNK_DIR / PART_FILE.format(k=k, p=p), save)
     return PartDone(k, p, state.to_dict(), time.perf_counter() - t0,
                     time.process_time() - cpu0, os.getpid(), _peak_rss_mib())
 
 
 def merge_partitions(scenario_path: str, document_json: str, digest: str, k: int,
                      out_dir: str, parts: list[PartDone]) -> ChunkDone:
-    """Join chunk ``k``'s partitions (in terminal order) into the chunk file and end state
-    :func:`run_chunk` writes — the same bytes — and remove the partition files."""
+    """Join chunk ``k``'s partitions (in terminal order) and finish the chunk on all its
+    terminals as :func:`run_chunk` does (the shared phase: capacity, congestion, throughput,
+    the jamming slowdown, causes; the usage) — the same chunk and state files, byte for byte —
+    and remove the partition files."""
     t0, cpu0 = time.perf_counter(), time.process_time()
     sc, _, ground, policy, _ = _worker_inputs(scenario_path, document_json, digest)
-    ids = ground.terminals["terminal"].astype(str).to_numpy()
     parts = sorted(parts, key=lambda d: d.p)
     chunks = Path(out_dir) / CHUNK_DIR
     files = [chunks / PART_FILE.format(k=k, p=d.p) for d in parts]
-    times = sc.times()
-    a, b = chunk_bounds(times.size, sc.chunk_steps)[k]
-    accounts = ground.terminals["account"].astype(str).to_numpy()
-    table = _merge_long_tables([pq.read_table(f) for f in files], ids, accounts, b - a)
+    phase = TerminalPhase.join([TerminalPhase.load(f) for f in files])
     states = [PolicyState.from_dict(d.state) for d in parts]
     state = PolicyState(np.concatenate([x.terminal for x in states]), states[0].last_step,
                         np.concatenate([x.roaming_days for x in states]),
                         np.concatenate([x.outside_today for x in states]),
                         np.concatenate([x.used_gb for x in states]))
-    if policy is not None:
-        state = _add_usage(sc, policy, ids, k, state, times[a:b], table[
-            "throughput_mbps"].to_numpy().reshape(b - a, ids.size))
-    sums = _write_chunk(out_dir, k, table, state)
+    times = sc.times()
+    a, b = chunk_bounds(times.size, sc.chunk_steps)[k]
+    *sums, state = _finish_chunk(sc, ground, policy, k, out_dir, phase, state, times[a:b])
     for f in files:
         f.unlink(missing_ok=True)
     return ChunkDone(k, *sums, state.to_dict(), time.perf_counter() - t0,
@@ -421,35 +431,6 @@ def _long_table(result: xr.Dataset, codes: dict | None = None) -> pd.DataFrame:
         if name not in codes:
             frame[name] = frame[name].astype("category")
     return frame
-
-
-def _merge_long_tables(tables: list[pa.Table], ids: np.ndarray, accounts: np.ndarray,
-                       n_t: int) -> pd.DataFrame:
-    """:func:`_long_table` of a whole chunk from its partitions' tables (each ``n_t`` steps
-    × its terminals, partitions in terminal order): every (time, terminal) grid is the
-    partitions' grids side by side; string columns are mapped onto the union of the
-    partitions' labels and built by :func:`_categorical` as :func:`_long_table` builds them,
-    so the frame — and its Parquet file — is the same."""
-    widths = [t.num_rows // max(n_t, 1) for t in tables]
-    data = {"time": np.repeat(tables[0].column("time").to_numpy()[::max(widths[0], 1)],
-                              ids.size)}
-    for name, values in (("terminal", ids), ("account", accounts)):
-        cat = _categorical(*_encode(values))
-        data[name] = pd.Categorical.from_codes(np.tile(cat.codes, n_t), dtype=cat.dtype)
-    for name in _CHUNK_COLUMNS[3:]:   # over columns; the partitions' grids side by side
-        cols = [t.column(name).combine_chunks() for t in tables]
-        if pa.types.is_dictionary(cols[0].type):
-            labels = [c.dictionary.to_pylist() for c in cols]
-            names = sorted(set().union(*labels))
-            grids = [pd.Index(names).get_indexer(lab)[c.indices.to_numpy()].reshape(n_t, w)
-                     for lab, c, w in zip(labels, cols, widths, strict=True)]
-            data[name] = _categorical(names, np.concatenate(grids, axis=1).reshape(-1))
-        else:
-            data[name] = np.concatenate([np.asarray(c.to_numpy(zero_copy_only=False))
-                                         .reshape(n_t, w) for c, w in zip(cols, widths,
-                                                                          strict=True)],
-                                        axis=1).reshape(-1)
-    return pd.DataFrame(data)
 
 
 def _encode(values: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -494,11 +475,13 @@ def _read_state(chunks: Path, k: int) -> dict:
     return json.loads((chunks / STATE_FILE.format(k=k)).read_text(encoding="utf-8"))
 
 
-def _partition_setting(partition_terminals: int | None) -> int | None:
+def _partition_setting(partition_terminals: int | None, sc) -> int | None:
+    """The partition size asked for: ``partition_terminals``, else
+    ``LEOTWIN_PARTITION_TERMINALS``, else the scenario's ``outputs.partition_terminals``."""
     if partition_terminals is None:
         env = os.environ.get(PARTITION_ENV, "").strip()
         if not env:
-            return None
+            return sc.partition_terminals
         try:
             partition_terminals = int(env)
         except ValueError:
@@ -520,9 +503,10 @@ def run(scenario, out_dir: str | Path, *, resume: bool = True, dask: str | None 
     chunk to chunk (module docstring). The run directory
     (:func:`leotwin.analytics.runio.write_run` layout) is written chunk by chunk while the
     chunks run, and at the end, if ``report``, the HTML report. ``partition_terminals``
-    (default: ``LEOTWIN_PARTITION_TERMINALS``, else none): split chunks of more terminals than
-    that into terminal partitions (module docstring, "Terminal partitions"); the files are
-    the same either way.
+    (default: ``LEOTWIN_PARTITION_TERMINALS``, else the scenario's
+    ``outputs.partition_terminals``, else none): split chunks of more terminals than that into
+    terminal partitions (module docstring, "Terminal partitions"); the files are the same
+    either way.
     """
     sc = _load(scenario)
     out = Path(out_dir)
@@ -545,7 +529,7 @@ def run(scenario, out_dir: str | Path, *, resume: bool = True, dask: str | None 
     done_set = set(done)
     remaining = [k for k in range(len(bounds)) if k not in done_set]
     todo = remaining if max_chunks is None else remaining[:max_chunks]
-    parts = _partitions(sc, _partition_setting(partition_terminals))
+    parts = _partitions(sc, _partition_setting(partition_terminals, sc))
     if progress:
         progress(len(done), len(bounds))
     # This call can finish the run: assemble the directory while the chunks run.
@@ -769,7 +753,7 @@ def _finish(result: Run, sc, report: bool, asm: _Assembler | None = None) -> Non
     except BaseException:
         asm.abort()
         raise
-    for stale in (result.out_dir / CHUNK_DIR).glob("part-*.parquet*"):   # of a killed call
+    for stale in (result.out_dir / CHUNK_DIR).glob("part-*"):   # of a killed call
         stale.unlink(missing_ok=True)
     write_assumptions(sc, result.out_dir)
     if report:

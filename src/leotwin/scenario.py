@@ -23,7 +23,7 @@ Layout (every model forbids unknown keys, so a typo is an error, never silently 
       terminals_from_ground: true
     faults: {failures: [], random: null, outages: [], jammers: []}   # leotwin.faults.Faults
     network: {mode: isl, policy: max_elevation, ...}                  # NetworkConfig fields
-    outputs: {chunk_steps: 240, report: true}
+    outputs: {chunk_steps: 240, report: true}   # + partition_terminals: N (optional)
 
 Paths inside the file (and inside policy files) resolve against the directory of the file that
 names them, never the working directory. Policy files may replace a GeoJSON geometry (a
@@ -246,6 +246,11 @@ class NetworkSpec(_Model):
 class OutputsSpec(_Model):
     chunk_steps: int = Field(240, ge=1, description="time steps per output chunk")
     report: bool = True
+    partition_terminals: int | None = Field(
+        None, ge=1, description="compute each chunk in partitions of at most this many "
+        "terminals (separate Dask tasks; the same files as whole chunks); overridden by "
+        "LEOTWIN_PARTITION_TERMINALS and by leotwin run --partition-terminals. Not part of "
+        "the scenario hash: a run can be resumed with another setting")
 
 
 class ScenarioSpec(_Model):
@@ -609,6 +614,10 @@ class Scenario:
     def report(self) -> bool:
         return self.spec.outputs.report
 
+    @property
+    def partition_terminals(self) -> int | None:
+        return self.spec.outputs.partition_terminals
+
     def path(self, value: str) -> Path:
         """A path as written in the scenario, resolved against its directory."""
         return resolve(value, self.base_dir)
@@ -792,8 +801,11 @@ class Scenario:
 
     def scenario_hash(self) -> str:
         """sha256 over the canonical JSON of the validated document and the sha256 of every
-        referenced file (:meth:`referenced_files`). Equal hashes: the same run inputs."""
-        canonical = json.dumps(self.spec.model_dump(mode="json"), sort_keys=True,
+        referenced file (:meth:`referenced_files`). Equal hashes: the same run inputs.
+        ``outputs.partition_terminals`` is left out: it changes how chunks are computed, not
+        what they hold."""
+        spec = self.spec.model_dump(mode="json", exclude={"outputs": {"partition_terminals"}})
+        canonical = json.dumps(spec, sort_keys=True,
                                separators=(",", ":"), ensure_ascii=True)
         h = hashlib.sha256(canonical.encode("utf-8"))
         for loc, path in self.referenced_files():

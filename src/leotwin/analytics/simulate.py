@@ -21,7 +21,7 @@ satellite failure, which is why units in the field could not tell them apart.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,14 @@ import xarray as xr
 from ..faults import Faults, failed_mask, gateway_down_mask, jammer_state
 from ..policy.engine import DENY, THROTTLE, decide
 from ..policy.models import Policy, PolicyHistory
-from ..routing.network import CAUSE_BIT, CAUSES, NetworkConfig, _network_state, code_strings
+from ..routing.network import (
+    CAUSE_BIT,
+    CAUSES,
+    NetworkConfig,
+    _allocate,
+    _network_state,
+    code_strings,
+)
 
 #: Which cause is primary when several are recorded (documented choice: physics first, then
 #: the operator's deliberate decisions, then faults, then load).
@@ -127,7 +134,7 @@ def _jammer_fn(positions: xr.Dataset, jamming: _Jamming | None):
     return jammed
 
 
-def _jamming_rate_factor(positions, jamming, serving_sat: np.ndarray,
+def _jamming_rate_factor(positions, jamming, serving: np.ndarray,
                          served: np.ndarray) -> np.ndarray:
     """Per (time, terminal): spectral efficiency with the jammers ÷ without them, on the link
     actually used (1 where unserved). Adaptive coding drops to a lower MODCOD under
@@ -144,9 +151,7 @@ def _jamming_rate_factor(positions, jamming, serving_sat: np.ndarray,
     t, k = np.nonzero(served & j.reach)
     if t.size == 0:
         return factor
-    sat_ids = positions["sat"].to_numpy()  # sorted catalog numbers (Constellation order)
-    idx = np.clip(np.searchsorted(sat_ids, serving_sat[t, k]), 0, sat_ids.size - 1)
-    sat_ecef = positions["r_ecef_km"].to_numpy()[t, idx][:, None]  # one "time" per link
+    sat_ecef = positions["r_ecef_km"].to_numpy()[t, serving[t, k]][:, None]  # one "time" per link
     term, up = j.term_ecef[t, k][:, None], j.term_up[t, k][:, None]
     with_jam = budget.sinr_db(term, sat_ecef, j.jam_ecef[t], j.eirp_dbw, j.bandwidth_mhz,
                               j.center_ghz, j.active[t], terminal_up=up)[:, 0]
@@ -181,7 +186,87 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
     ``result`` and given only as codes (:attr:`SimulationRun.codes`), for writers that encode
     them anyway (:func:`leotwin.run`). With ``attribution=False`` the same run is simulated
     without attributing causes (no ``cause``, ``cause_bits``, ``rule``, ``dish_state``): the
-    baseline against which the cost of attribution is measured (``bench/run.py``)."""
+    baseline against which the cost of attribution is measured (``bench/run.py``).
+
+    It runs in two phases: :func:`terminal_phase`, per terminal (any subset of the terminals
+    gives the same values for them), then :func:`shared_phase` on all terminals together
+    (capacity, which couples them, and what depends on it) — so that :func:`leotwin.run` can
+    compute the first one in terminal partitions and the second one on the whole chunk."""
+    phase = terminal_phase(positions, ground, policy=policy, faults=faults, config=config,
+                           as_of=as_of, window=window, decisions=decisions,
+                           attribution=attribution)
+    result, codes = shared_phase(phase, ground, config=config, strings=strings)
+    return SimulationRun(positions, ground, policy, faults, config, as_of, result, codes)
+
+
+@dataclass
+class TerminalPhase:
+    """The per-terminal part of :func:`simulate_run` (:func:`terminal_phase`): each terminal's
+    values depend on that terminal only, so partitions of the terminals can be computed apart
+    and joined (:meth:`join`). Arrays are ``(time, terminal)`` unless told."""
+
+    times: np.ndarray  # (time,)
+    terminal: np.ndarray  # (terminal,) ids
+    sat_ids: np.ndarray  # (sat,) catalog numbers of the positions' satellites
+    serving: np.ndarray  # serving satellite, index into sat_ids; -1: none
+    gateway: np.ndarray  # index into the ground's gateways; -1: none
+    rtt_ms: np.ndarray
+    max_mbps: np.ndarray  # the decision's rate cap (inf: none)
+    rule_ids: list[str]
+    rule: np.ndarray  # the decision's rule, index into rule_ids; -1: none
+    #: Cause bits before capacity (no ``congestion``, no jamming slowdown); None: the run is
+    #: not attributed.
+    cause_bits: np.ndarray | None
+    throttled: np.ndarray  # the decision throttles
+    #: Spectral efficiency with the jammers ÷ without them on the link used; None: no jammers.
+    rate_factor: np.ndarray | None
+
+    _ARRAYS = ("times", "terminal", "sat_ids", "serving", "gateway", "rtt_ms", "max_mbps",
+               "rule", "cause_bits", "throttled", "rate_factor")
+
+    def save(self, file) -> None:
+        """Write to ``file`` (a path or binary file) as an uncompressed ``.npz``, exactly."""
+        arrays = {k: getattr(self, k) for k in self._ARRAYS if getattr(self, k) is not None}
+        arrays["terminal"] = np.asarray(self.terminal).astype(str)  # not an object array
+        np.savez(file, rule_ids=np.array(self.rule_ids, dtype=str), **arrays)
+
+    @classmethod
+    def load(cls, file) -> TerminalPhase:
+        with np.load(file, allow_pickle=False) as z:
+            values = {k: (z[k] if k in z.files else None) for k in cls._ARRAYS}
+            return cls(rule_ids=[str(x) for x in z["rule_ids"]], **values)
+
+    @classmethod
+    def join(cls, parts: Sequence[TerminalPhase]) -> TerminalPhase:
+        """The phase of all the parts' terminals side by side (parts in terminal order, same
+        times and satellites). Rule indices are mapped onto the union of the parts' rules."""
+        first = parts[0]
+        for p in parts[1:]:
+            if not (np.array_equal(p.times, first.times)
+                    and np.array_equal(p.sat_ids, first.sat_ids)):
+                raise ValueError("terminal phases to join cover different times or satellites")
+        rule_ids = list(dict.fromkeys(r for p in parts for r in p.rule_ids))
+        rules = pd.Index(rule_ids)
+
+        def side_by_side(name, values=None):
+            arrays = [getattr(p, name) if values is None else values(p) for p in parts]
+            return None if arrays[0] is None else np.concatenate(arrays, axis=1)
+
+        return cls(first.times, np.concatenate([p.terminal for p in parts]), first.sat_ids,
+                   side_by_side("serving"), side_by_side("gateway"), side_by_side("rtt_ms"),
+                   side_by_side("max_mbps"), rule_ids,
+                   side_by_side("rule", lambda p: np.r_[rules.get_indexer(p.rule_ids),
+                                                        -1][p.rule]),  # -1: no rule
+                   side_by_side("cause_bits"), side_by_side("throttled"),
+                   side_by_side("rate_factor"))
+
+
+def terminal_phase(positions, ground, *, policy=None, faults=None, config=None, as_of=None,
+                   window=None, decisions: xr.Dataset | None = None,
+                   attribution: bool = True) -> TerminalPhase:
+    """The first phase of :func:`simulate_run` (same arguments): decisions, the network
+    without capacity (schedule, routes, RTT), failures, outages and jamming, cause bits —
+    everything that is computed terminal by terminal."""
     times = positions["time"].to_numpy()
     terms = ground.terminals["terminal"].astype(str).to_numpy()
     n_t, n_term = times.size, terms.size
@@ -203,115 +288,119 @@ def simulate_run(positions, ground, *, policy=None, faults=None, config=None,
         rule_idx = dec["rule"].to_numpy()
         max_mbps = dec["max_mbps"].to_numpy().astype(float)
     jamming = _jamming_inputs(ground, faults, times)
-    net, gw_idx = _network_state(positions, ground, config=config, failed=failed,
-                                 gateway_down=gw_down, allowed=decision != DENY,
+    # Capacity couples terminals: it is allocated in shared_phase.
+    net, gw_idx = _network_state(positions, ground,
+                                 config=replace(config or NetworkConfig(), capacity=False),
+                                 failed=failed, gateway_down=gw_down,
+                                 allowed=decision != DENY,
                                  jammed=_jammer_fn(positions, jamming),
-                                 attribution=attribution, strings=strings)
+                                 attribution=attribution, strings=False)
     served = net["served"].to_numpy()
-    if not attribution:
-        return _unattributed(positions, ground, policy, faults, config, as_of, net, gw_idx,
-                             jamming, max_mbps, strings)
-    bits = net["cause_bits"].to_numpy().copy()
-    # Unserved with no single sufficient factor: record every factor present at the step.
-    joint = ~served & (bits == 0)
-    if joint.any():
-        present = np.zeros((n_t, n_term), np.uint8)
-        present |= np.where(failed.any(axis=1), CAUSE_BIT["satellite_failure"], 0).astype(
-            np.uint8)[:, None]
-        present |= np.where(gw_down.any(axis=1), CAUSE_BIT["no_backhaul"], 0).astype(
-            np.uint8)[:, None]
-        present |= np.where(decision == DENY, CAUSE_BIT["policy"], 0).astype(np.uint8)
-        bits[joint] = present[joint]
+    # Satellite index of the serving catalog number (sat_ids: sorted, Constellation order).
+    serving = np.where(served, np.searchsorted(sat_ids, net["serving_sat"].to_numpy()), -1)
     throttled = decision == THROTTLE
-    bits[throttled & served] |= CAUSE_BIT["policy"]
-    if "throughput_mbps" in net:
-        throughput = np.minimum(net["throughput_mbps"].to_numpy(), max_mbps)
+    bits = None
+    if attribution:
+        bits = net["cause_bits"].to_numpy().copy()
+        # Unserved with no single sufficient factor: record every factor present at the step.
+        joint = ~served & (bits == 0)
+        if joint.any():
+            present = np.zeros((n_t, n_term), np.uint8)
+            present |= np.where(failed.any(axis=1), CAUSE_BIT["satellite_failure"], 0).astype(
+                np.uint8)[:, None]
+            present |= np.where(gw_down.any(axis=1), CAUSE_BIT["no_backhaul"], 0).astype(
+                np.uint8)[:, None]
+            present |= np.where(decision == DENY, CAUSE_BIT["policy"], 0).astype(np.uint8)
+            bits[joint] = present[joint]
+        bits[throttled & served] |= CAUSE_BIT["policy"]
+    factor = (None if jamming is None
+              else _jamming_rate_factor(positions, jamming, serving, served))
+    return TerminalPhase(times, terms, sat_ids, serving, gw_idx, net["rtt_ms"].to_numpy(),
+                         max_mbps, rule_ids, rule_idx, bits, throttled, factor)
+
+
+def shared_phase(phase: TerminalPhase, ground, *, config=None, strings: bool = True
+                 ) -> tuple[xr.Dataset, dict]:
+    """The second phase of :func:`simulate_run`, on all the terminals of ``ground`` (those of
+    ``phase``, in order): capacity (each satellite's beams and each cell's capacity shared by
+    the terminals it serves), congestion, throughput, the jamming slowdown, the primary cause
+    and the codes. Returns ``(result, codes)`` of :class:`SimulationRun`."""
+    cfg = (config or NetworkConfig()).resolved()
+    terms = ground.terminals
+    ids = terms["terminal"].astype(str).to_numpy()
+    if not np.array_equal(phase.terminal.astype(str), ids.astype(str)):
+        raise ValueError("the terminal phase covers other terminals than the ground")
+    times, serving = phase.times, phase.serving
+    n_t, n_term = serving.shape
+    served = serving >= 0
+    bits = None if phase.cause_bits is None else phase.cause_bits.copy()
+    demand = terms["demand_mbps"].to_numpy(float)[None, :]
+    if cfg.capacity:
+        lat_t, lon_t, _ = ground.terminal_positions(times)
+        alloc = _allocate(serving, terms, lat_t, lon_t, cfg, phase.sat_ids.size)
+        if bits is not None:
+            bits[alloc.congested] |= CAUSE_BIT["congestion"]
+        throughput = np.minimum(alloc.throughput_mbps, phase.max_mbps)
     else:
-        throughput = np.where(served, np.minimum(
-            ground.terminals["demand_mbps"].to_numpy(float)[None, :], max_mbps), 0.0)
+        throughput = np.minimum(demand, phase.max_mbps)
     throughput = np.where(served, throughput, 0.0)
-    if jamming is not None:
-        factor = _jamming_rate_factor(positions, jamming, net["serving_sat"].to_numpy(), served)
-        throughput = throughput * factor
-        demand = ground.terminals["demand_mbps"].to_numpy(float)[None, :]
-        floor = np.minimum(ground.terminals["min_mbps"].to_numpy(float)[None, :], demand)
-        slowed = served & (factor < 1.0) & (throughput < floor)
-        bits[slowed] |= CAUSE_BIT["jamming"]
-    # Only unserved or degraded steps carry a cause.
-    degraded = ~served | throttled | (bits & (CAUSE_BIT["congestion"]
-                                              | CAUSE_BIT["jamming"])).astype(bool)
-    bits = np.where(degraded, bits, 0).astype(np.uint8)
-    # Primary cause as a code into ("",) + PRIMARY_ORDER; strings only at the end.
-    primary = np.zeros((n_t, n_term), np.int8)
-    for k in range(len(PRIMARY_ORDER), 0, -1):  # over causes: the first in the order wins
-        primary[(bits & CAUSE_BIT[PRIMARY_ORDER[k - 1]]).astype(bool)] = k
-    names = ("",) + PRIMARY_ORDER
-    is_policy = primary == names.index("policy")
-    rule_code = np.where(is_policy, rule_idx + 1, 0)
-    gw_names = [""] + list(ground.gateways["gateway"].astype(str))
-    codes = {"gateway": (gw_names, gw_idx + 1), "cause": (names, primary),
-             "rule": ([""] + rule_ids, rule_code),
-             "dish_state": ([DISH_STATE[c] for c in names], primary)}
+    if phase.rate_factor is not None:
+        throughput = throughput * phase.rate_factor
+        if bits is not None:
+            floor = np.minimum(terms["min_mbps"].to_numpy(float)[None, :], demand)
+            slowed = served & (phase.rate_factor < 1.0) & (throughput < floor)
+            bits[slowed] |= CAUSE_BIT["jamming"]
+    gw_names = ground.gateways["gateway"].astype(str).to_numpy()
+    codes = {"gateway": ([""] + gw_names.tolist(), phase.gateway + 1)}
     data = {
         "served": (("time", "terminal"), served),
         "throughput_mbps": (("time", "terminal"), throughput, {"units": "Mbit/s"}),
-        "rtt_ms": (("time", "terminal"), net["rtt_ms"].to_numpy(), {"units": "ms"}),
-        "sat": (("time", "terminal"), net["serving_sat"].to_numpy(),
+        "rtt_ms": (("time", "terminal"), phase.rtt_ms, {"units": "ms"}),
+        "sat": (("time", "terminal"), np.where(served, phase.sat_ids[np.maximum(serving, 0)],
+                                               -1),
                 {"description": "catalog number of the serving satellite, -1: none"}),
         "gateway": (("time", "terminal"), None),
-        "cause": (("time", "terminal"), codes["cause"],
-                  {"primary_order": " > ".join(PRIMARY_ORDER)}),
-        "cause_bits": (("time", "terminal"), bits,
-                       {"flag_masks": [CAUSE_BIT[c] for c in CAUSES],
-                        "flag_meanings": " ".join(CAUSES)}),
-        "rule": (("time", "terminal"), codes["rule"]),
-        "dish_state": (("time", "terminal"), codes["dish_state"]),
     }
+    attrs = {}
+    if bits is not None:
+        # Only unserved or degraded steps carry a cause.
+        degraded = ~served | phase.throttled | (bits & (CAUSE_BIT["congestion"]
+                                                        | CAUSE_BIT["jamming"])).astype(bool)
+        bits = np.where(degraded, bits, 0).astype(np.uint8)
+        # Primary cause as a code into ("",) + PRIMARY_ORDER; strings only at the end.
+        primary = np.zeros((n_t, n_term), np.int8)
+        for k in range(len(PRIMARY_ORDER), 0, -1):  # over causes: the first in the order wins
+            primary[(bits & CAUSE_BIT[PRIMARY_ORDER[k - 1]]).astype(bool)] = k
+        names = ("",) + PRIMARY_ORDER
+        is_policy = primary == names.index("policy")
+        codes.update({"cause": (names, primary),
+                      "rule": ([""] + phase.rule_ids, np.where(is_policy, phase.rule + 1, 0)),
+                      "dish_state": ([DISH_STATE[c] for c in names], primary)})
+        data.update({
+            "cause": (("time", "terminal"), codes["cause"],
+                      {"primary_order": " > ".join(PRIMARY_ORDER)}),
+            "cause_bits": (("time", "terminal"), bits,
+                           {"flag_masks": [CAUSE_BIT[c] for c in CAUSES],
+                            "flag_meanings": " ".join(CAUSES)}),
+            "rule": (("time", "terminal"), codes["rule"]),
+            "dish_state": (("time", "terminal"), codes["dish_state"]),
+        })
+        attrs = {"primary_order": " > ".join(PRIMARY_ORDER)}
     for name, spec in list(data.items()):  # the string variables, from their codes
         if name in codes:
             if strings:
-                text = (net["gateway"].to_numpy() if name == "gateway"
-                        else code_strings(*codes[name]))
+                text = (np.where(phase.gateway >= 0, gw_names[np.maximum(phase.gateway, 0)],
+                                 "") if name == "gateway" else code_strings(*codes[name]))
                 data[name] = (spec[0], text) + spec[2:]
             else:
                 del data[name]
     result = xr.Dataset(
         data,
-        coords={"time": times, "terminal": terms,
-                "account": ("terminal", ground.terminals["account"].astype(str).to_numpy())},
-        attrs={"primary_order": " > ".join(PRIMARY_ORDER)},
+        coords={"time": times, "terminal": ids,
+                "account": ("terminal", terms["account"].astype(str).to_numpy())},
+        attrs=attrs,
     )
-    return SimulationRun(positions, ground, policy, faults, config, as_of, result, codes)
-
-
-def _unattributed(positions, ground, policy, faults, config, as_of, net, gw_idx, jamming,
-                  max_mbps, strings: bool) -> SimulationRun:
-    """The run's service (served, throughput, RTT, satellite, gateway) without causes."""
-    served = net["served"].to_numpy()
-    if "throughput_mbps" in net:
-        throughput = np.minimum(net["throughput_mbps"].to_numpy(), max_mbps)
-    else:
-        throughput = np.minimum(ground.terminals["demand_mbps"].to_numpy(float)[None, :],
-                                max_mbps)
-    throughput = np.where(served, throughput, 0.0)
-    if jamming is not None:
-        throughput = throughput * _jamming_rate_factor(
-            positions, jamming, net["serving_sat"].to_numpy(), served)
-    gw_names = [""] + list(ground.gateways["gateway"].astype(str))
-    data = {
-        "served": (("time", "terminal"), served),
-        "throughput_mbps": (("time", "terminal"), throughput, {"units": "Mbit/s"}),
-        "rtt_ms": (("time", "terminal"), net["rtt_ms"].to_numpy(), {"units": "ms"}),
-        "sat": (("time", "terminal"), net["serving_sat"].to_numpy(),
-                {"description": "catalog number of the serving satellite, -1: none"}),
-    }
-    if strings:
-        data["gateway"] = (("time", "terminal"), net["gateway"].to_numpy())
-    result = xr.Dataset(data, coords={
-        "time": net["time"].to_numpy(), "terminal": net["terminal"].to_numpy(),
-        "account": ("terminal", ground.terminals["account"].astype(str).to_numpy())})
-    return SimulationRun(positions, ground, policy, faults, config, as_of, result,
-                         {"gateway": (gw_names, gw_idx + 1)})
+    return result, codes
 
 
 def _without_policy_items(policy, geofences: set[str]):

@@ -591,15 +591,23 @@ def _terminal_links(r, ok, fixed, fx_ecef, fx_enu, fx_tree, moving, mv_ecef, mv_
     return t[order], term[order], sat[order], el[order], rng[order]
 
 
-def _add_capacity(ds, serving, terminals, lat_t, lon_t, cfg, n_sat):
+def _allocate(serving, terminals, lat_t, lon_t, cfg, n_sat):
+    """:func:`leotwin.capacity.allocate` for the schedule ``serving`` (satellite index per
+    (time, terminal), −1: none) of ``terminals`` at ``lat_t``, ``lon_t`` (time, terminal) with
+    the resolved config ``cfg`` — the one place capacity is allocated (``network_state`` and
+    ``simulate_run``, which allocates on a whole chunk after terminal partitions)."""
     from .. import capacity
 
     cells = capacity.terminal_cells(lat_t, lon_t, int(cfg.h3_resolution))
-    alloc = capacity.allocate(
+    return capacity.allocate(
         serving, cells, terminals["demand_mbps"].to_numpy(np.float64),
         terminals["min_mbps"].to_numpy(np.float64), n_sat=n_sat,
         beams_per_sat=int(cfg.beams_per_satellite), beam_capacity_mbps=cfg.beam_capacity_mbps,
         policy=cfg.capacity_policy)
+
+
+def _add_capacity(ds, serving, terminals, lat_t, lon_t, cfg, n_sat):
+    alloc = _allocate(serving, terminals, lat_t, lon_t, cfg, n_sat)
     return ds.assign(
         throughput_mbps=(("time", "terminal"), alloc.throughput_mbps, {"units": "Mbit/s"}),
         congested=(("time", "terminal"), alloc.congested),
