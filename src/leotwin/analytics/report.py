@@ -108,6 +108,25 @@ def _joined(pairs: pd.DataFrame, key: str, value: str) -> pd.Series:
 _AGG_COLUMNS = ("time", "terminal", "served", "cause", "rule", "dish_state")
 
 
+def _factorized(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, names)`` with ``names[codes]`` the values as str, missing ones as "" (names
+    may repeat: group by name, not code, when it matters)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    names = np.array([str(u) for u in uniques] + [""], dtype=object)
+    return np.where(codes < 0, len(uniques), codes), names
+
+
+def _distinct_pairs(a: str, a_code: np.ndarray, a_name: np.ndarray, b: str,
+                    b_code: np.ndarray, b_name: np.ndarray) -> pd.DataFrame:
+    """The distinct ``(a, b)`` name pairs of rows given as codes (object columns)."""
+    key = a_code.astype(np.int64) * b_name.size + b_code
+    n_keys = a_name.size * b_name.size
+    key = (np.flatnonzero(np.bincount(key, minlength=n_keys)) if n_keys <= 1 << 24
+           else np.unique(key))
+    return pd.DataFrame({a: a_name[key // b_name.size], b: b_name[key % b_name.size]},
+                        dtype=object)
+
+
 class _TimelineAggregates:
     """The timeline-dependent report tables, folded over pieces of the timeline."""
 
@@ -122,35 +141,65 @@ class _TimelineAggregates:
         self._dish: list[pd.DataFrame] = []
 
     def add(self, tl: pd.DataFrame, hours: np.ndarray) -> None:
+        """Fold one piece of the timeline (``time, terminal, served, cause, rule,
+        dish_state``; ``hours``: each row's step in hours) into the aggregates. Strings are
+        factorized once per piece and everything is counted on their codes (a 10-day run's
+        timeline holds 138 M rows)."""
         served = tl["served"].to_numpy(bool)
-        cause = tl["cause"].fillna("").astype(str).to_numpy()
-        rule = tl["rule"].fillna("").astype(str).to_numpy()
-        dish_state = tl["dish_state"].astype(str).to_numpy()
-        # availability: one category per (time, terminal) row, counted per step
-        category = np.array(STATES)[timeline_states(served, cause)]  # the API's states too
-        self._counts.append(pd.crosstab(tl["time"].to_numpy(), category))
+        c_code, c_name = _factorized(tl["cause"])
+        r_code, r_name = _factorized(tl["rule"])
+        d_code, d_name = _factorized(tl["dish_state"])
+        t_idx, times = pd.factorize(tl["time"].to_numpy(dtype="datetime64[ns]"), sort=True)
+        hours = np.asarray(hours, dtype=np.float64)
+        step_h = np.zeros(times.size)
+        step_h[t_idx] = hours
+        if not np.array_equal(step_h[t_idx], hours):
+            raise ValueError("hours must be the same for every row of a step")
+
+        def per_code(code: np.ndarray, n: int, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+            """Rows and hours per code over ``rows``: rows counted per (code, step), then
+            weighted by the step's hours — exact sums of few terms, not of millions."""
+            by_step = np.bincount(code[rows] * times.size + t_idx[rows],
+                                  minlength=n * times.size).reshape(n, times.size)
+            return by_step.sum(axis=1), by_step @ step_h
+
+        # availability: one state per (time, terminal) row (the API's states), per step
+        pair = c_code.astype(np.int64) * 2 + served
+        pairs = np.flatnonzero(np.bincount(pair, minlength=2 * c_name.size))
+        lut = np.zeros(2 * c_name.size, np.int8)
+        lut[pairs] = timeline_states(pairs % 2 == 1, c_name[pairs // 2])
+        n_states = len(STATES)
+        counts = np.bincount(t_idx * n_states + lut[pair], minlength=times.size * n_states)
+        self._counts.append(pd.DataFrame(counts.reshape(times.size, n_states), index=times,
+                                         columns=list(STATES)))
         # rules: terminal-hours denied
-        denied = ~served & (cause == "policy") & (rule != "")
-        d = pd.DataFrame({"rule": rule[denied], "terminal": tl["terminal"].to_numpy()[denied],
-                          "hours": hours[denied]})
-        self._rules.append(d.groupby("rule", as_index=False)
-                           .agg(hours=("hours", "sum"), steps=("hours", "size")))
-        self._rule_terms = pd.concat([self._rule_terms, d[["rule", "terminal"]].astype(object)]
+        has_rule = (r_name != "")[r_code]
+        denied = np.flatnonzero(~served & (c_name == "policy")[c_code] & has_rule)
+        steps, rule_h = per_code(r_code, r_name.size, denied)
+        used = np.flatnonzero(steps)
+        self._rules.append(pd.DataFrame({"rule": r_name[used], "hours": rule_h[used],
+                                         "steps": steps[used]}))
+        term_code, term_name = _factorized(tl["terminal"].iloc[denied])
+        self._rule_terms = pd.concat([self._rule_terms, _distinct_pairs(
+            "rule", r_code[denied], r_name, "terminal", term_code, term_name)]
                                      ).drop_duplicates()
         # causes and dish states
-        has = cause != ""
-        c = pd.DataFrame({"cause": cause[has], "dish_state": dish_state[has],
-                          "unserved": np.where(served[has], 0.0, hours[has]),
-                          "degraded": np.where(served[has], hours[has], 0.0),
-                          "hours": hours[has]})
-        self._cause_dish = pd.concat([self._cause_dish, c[["cause", "dish_state"]]
-                                      .astype(object)]).drop_duplicates()
-        self._causes.append(c.groupby("cause", as_index=False)
-                            .agg(steps=("hours", "size"), unserved=("unserved", "sum"),
-                                 degraded=("degraded", "sum"), hours=("hours", "sum")))
-        ds = pd.DataFrame({"dish_state": dish_state, "hours": hours})
-        self._dish.append(ds.groupby("dish_state", as_index=False)
-                          .agg(steps=("hours", "size"), hours=("hours", "sum")))
+        has = (c_name != "")[c_code]
+        n_c = c_name.size
+        _, unserved_h = per_code(c_code, n_c, np.flatnonzero(has & ~served))
+        _, degraded_h = per_code(c_code, n_c, np.flatnonzero(has & served))
+        steps, cause_h = per_code(c_code, n_c, np.flatnonzero(has))
+        used = np.flatnonzero(steps)
+        self._causes.append(pd.DataFrame({
+            "cause": c_name[used], "steps": steps[used], "unserved": unserved_h[used],
+            "degraded": degraded_h[used], "hours": cause_h[used]}))
+        self._cause_dish = pd.concat([self._cause_dish, _distinct_pairs(
+            "cause", c_code[has], c_name, "dish_state", d_code[has], d_name)]
+                                     ).drop_duplicates()
+        steps, dish_h = per_code(d_code, d_name.size, np.arange(d_code.size))
+        used = np.flatnonzero(steps)
+        self._dish.append(pd.DataFrame({"dish_state": d_name[used], "steps": steps[used],
+                                        "hours": dish_h[used]}))
 
     def tables(self) -> dict[str, pd.DataFrame]:
         counts = pd.concat(self._counts).groupby(level=0).sum() if self._counts else \
