@@ -330,7 +330,7 @@ def report_tables_streamed(run_dir: str | Path, manifest: dict[str, Any] | None 
          for p in iter_timeline(root, ["time"])] or [np.zeros(0, "datetime64[ns]")]))
     dur_h = _step_durations_s(times, float(manifest["step_s"])) / 3600.0
     agg = _TimelineAggregates(list(manifest.get("primary_order") or PRIMARY_ORDER))
-    for piece in iter_timeline(root, _AGG_COLUMNS):      # over row groups (chunks)
+    for piece in iter_timeline(root, _AGG_COLUMNS, dictionary=True):  # row groups
         t = piece["time"].to_numpy(dtype="datetime64[ns]")
         agg.add(piece, dur_h[np.searchsorted(times, t)])
     return _assemble(tables, agg)

@@ -395,13 +395,20 @@ def read_run(run_dir: str | Path, *, timeline: bool = True) -> dict[str, pd.Data
     return tables
 
 
-def iter_timeline(run_dir: str | Path, columns: Sequence[str] | None = None
-                  ) -> Iterator[pd.DataFrame]:
+def iter_timeline(run_dir: str | Path, columns: Sequence[str] | None = None, *,
+                  dictionary: bool = False) -> Iterator[pd.DataFrame]:
     """The run's timeline one Parquet row group at a time (``columns``: a subset), in file
-    order — memory bounded by a row group (a run's chunk), not the run."""
+    order — memory bounded by a row group (a run's chunk), not the run. With ``dictionary``
+    the string columns come as categoricals (no string per row: several times faster to
+    read, for readers that count by value)."""
     path = Path(run_dir) / RUN_FILES["timeline"]
     try:
         f = pq.ParquetFile(path)
+        if dictionary:
+            strings = [fld.name for fld in f.schema_arrow
+                       if pa.types.is_string(fld.type) or pa.types.is_large_string(fld.type)
+                       or pa.types.is_dictionary(fld.type)]
+            f = pq.ParquetFile(path, read_dictionary=strings)
     except (OSError, pa.ArrowException) as exc:
         raise ValueError(f"{path}: cannot read run table 'timeline' ({exc})") from None
     for i in range(f.num_row_groups):   # over row groups (chunks), not rows
