@@ -324,16 +324,38 @@ def report_tables_streamed(run_dir: str | Path, manifest: dict[str, Any] | None 
     tables = read_run(root, timeline=False)
     if not timeline_rows(root):
         raise ValueError(f"{root}: the run's timeline is empty; nothing to report")
+    order = list(manifest.get("primary_order") or PRIMARY_ORDER)
+    folded = manifest.get("aggregates") or {}
+    if set(folded) >= {"availability", "rules", "causes", "dish_states"} and all(
+            (root / f).is_file() for f in folded.values()):
+        # folded while the run was written (RunWriter): no second pass over the timeline
+        agg = _Folded(order, {name: pd.read_parquet(root / f) for name, f in folded.items()})
+        return _assemble(tables, agg)
     # step durations: the distinct step times, read one row group at a time
     times = np.unique(np.concatenate(
         [np.unique(p["time"].to_numpy(dtype="datetime64[ns]"))
          for p in iter_timeline(root, ["time"])] or [np.zeros(0, "datetime64[ns]")]))
     dur_h = _step_durations_s(times, float(manifest["step_s"])) / 3600.0
-    agg = _TimelineAggregates(list(manifest.get("primary_order") or PRIMARY_ORDER))
+    agg = _TimelineAggregates(order)
     for piece in iter_timeline(root, _AGG_COLUMNS, dictionary=True):  # row groups
         t = piece["time"].to_numpy(dtype="datetime64[ns]")
         agg.add(piece, dur_h[np.searchsorted(times, t)])
     return _assemble(tables, agg)
+
+
+class _Folded:
+    """The timeline tables a run directory already holds, in :func:`_assemble`'s terms."""
+
+    def __init__(self, order: list[str], tables: dict[str, pd.DataFrame]):
+        self.order, self._tables = order, tables
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        t = dict(self._tables)
+        t["availability"] = t["availability"].astype({"time": "datetime64[ns]"})
+        for name, cols in (("rules", ["rule"]), ("causes", ["cause", "dish_state"]),
+                           ("dish_states", ["dish_state", "causes"])):
+            t[name] = t[name].astype(dict.fromkeys(cols, object))
+        return t
 
 
 # ----------------------------------------------------------------------------- figures

@@ -74,6 +74,11 @@ MANIFEST = "manifest.json"
 RUN_FILES = {"timeline": "timeline.parquet", "terminals": "terminals.parquet",
              "intervals": "intervals.parquet", "contracts": "contracts.parquet",
              "usage": "usage.parquet"}
+#: The report's timeline tables, folded window by window while the run is written (so a
+#: report never has to read the timeline again): table name → file name.
+AGGREGATE_FILES = {"availability": "timeline_availability.parquet",
+                   "rules": "timeline_rules.parquet", "causes": "timeline_causes.parquet",
+                   "dish_states": "timeline_dish_states.parquet"}
 TIMELINE_COLUMNS = ("time", "terminal", "account", "served", "throughput_mbps", "rtt_ms", "sat",
                     "gateway", "cause", "cause_bits", "rule", "dish_state")
 #: The timeline's string columns. They are written dictionary-encoded straight from the chunks'
@@ -81,6 +86,8 @@ TIMELINE_COLUMNS = ("time", "terminal", "account", "served", "throughput_mbps", 
 #: stores them dictionary-encoded anyway.
 _STRING_COLUMNS = ("terminal", "account", "gateway", "cause", "rule", "dish_state")
 _DICT = pa.dictionary(pa.int32(), pa.string())
+#: What the report's timeline tables are folded from.
+_REPORT_COLUMNS = ("time", "terminal", "served", "cause", "rule", "dish_state")
 #: Arrow schema of ``timeline.parquet`` as read back: the string columns are plain strings
 #: (the file carries no Arrow schema, so readers never see them as dictionaries/categoricals).
 TIMELINE_SCHEMA = pa.schema([
@@ -200,6 +207,9 @@ class RunWriter:
         self._contracts = ContractAccumulator(self.terminals["lat_deg"].to_numpy(),
                                               self.terminals["lon_deg"].to_numpy(), accounts,
                                               self.contracts) if self.contracts else None
+        from .report import _TimelineAggregates  # report builds on runio: import here
+
+        self._report = _TimelineAggregates(list(PRIMARY_ORDER))
         self._tmp = out / (RUN_FILES["timeline"] + ".tmp")
         # store_schema=False: readers get the string columns as strings (TIMELINE_SCHEMA),
         # not as the dictionaries they are written from. Dictionary pages only where values
@@ -258,6 +268,8 @@ class RunWriter:
         self._usage.add(times, grid("throughput_mbps").astype(np.float64), dur_s)
         if self._contracts is not None:
             self._contracts.add(times, served, dur_s)
+        self._report.add(table.select(list(_REPORT_COLUMNS)).to_pandas(),
+                         np.repeat(dur_s / 3600.0, n_term))
         self._writer.write_table(table)
         if self._first is None:
             self._first = times[0]
@@ -287,6 +299,8 @@ class RunWriter:
                   "usage": self._usage.table()}
         for name, frame in tables.items():
             frame.to_parquet(self.out / RUN_FILES[name], index=False)
+        for name, frame in self._report.tables().items():
+            frame.to_parquet(self.out / AGGREGATE_FILES[name], index=False)
         end = self._last + np.timedelta64(int(round(self._step_s * 1e9)), "ns")
         manifest = {
             "format": "leotwin-run",
@@ -302,6 +316,7 @@ class RunWriter:
                        "intervals": n_intervals, "contracts": len(self.contracts)},
             "primary_order": list(PRIMARY_ORDER),
             "files": {**RUN_FILES},
+            "aggregates": {**AGGREGATE_FILES},
         }
         (self.out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n",
                                          encoding="utf-8")
