@@ -338,7 +338,7 @@ def cmd_serve(args, out: Console, err: Console) -> int:
     from .config import get_settings
     from .service import create_app
 
-    app = create_app(get_settings())
+    app = create_app(get_settings(), freeze_heap=True)
     app.state.leotwin.runs.interrupted()  # runs a previous server left unfinished: failed
     uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose
                 else "warning")
