@@ -147,14 +147,9 @@ def test_sat_routes_without_any_link():
     assert np.isnan(res.delay_ms).all() and (res.gateway == -1).all() and (res.pop == -1).all()
 
 
-@settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), n_sat=st.integers(2, 40), n_gw=st.integers(1, 6),
-       n_pop=st.integers(1, 3))
-def test_step_graph_equals_sat_routes(seed, n_sat, n_gw, n_pop):
-    """The per-run prepared graph of network_state gives exactly sat_routes' answer."""
-    from leotwin.routing.graph import StepGraph
-
-    rng = np.random.default_rng(seed)
+def _random_step(rng, n_sat: int, n_gw: int, n_pop: int):
+    """A random laser topology (each link once) with usable links and delays, feeder links
+    (unique gateway–satellite pairs, in random order) and fibre to PoPs."""
     pairs = np.unique(np.sort(rng.integers(0, n_sat, size=(3 * n_sat, 2)), axis=1), axis=0)
     isl = pairs[pairs[:, 0] != pairs[:, 1]]
     isl_ms = rng.uniform(1, 20, len(isl))
@@ -165,6 +160,18 @@ def test_step_graph_equals_sat_routes(seed, n_sat, n_gw, n_pop):
     feed_ms = rng.uniform(1.5, 4, len(feed))
     gw_pop = rng.integers(0, n_pop, n_gw)
     fibre_ms = rng.uniform(0, 10, n_gw)
+    return isl, isl_ms, usable, feed, feed_ms, gw_pop, fibre_ms
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n_sat=st.integers(2, 40), n_gw=st.integers(1, 6),
+       n_pop=st.integers(1, 3))
+def test_step_graph_equals_sat_routes(seed, n_sat, n_gw, n_pop):
+    """The per-run prepared graph of network_state gives exactly sat_routes' answer."""
+    from leotwin.routing.graph import StepGraph
+
+    rng = np.random.default_rng(seed)
+    isl, isl_ms, usable, feed, feed_ms, gw_pop, fibre_ms = _random_step(rng, n_sat, n_gw, n_pop)
     gw_up = rng.random(n_gw) > 0.2
     ref = sat_routes(n_sat, n_gw, n_pop, isl_edges=isl[usable], isl_delay_ms=isl_ms[usable],
                      gw_sat_gw=feed[:, 0], gw_sat_sat=feed[:, 1], gw_sat_delay_ms=feed_ms,
@@ -186,15 +193,7 @@ def test_reroute_equals_a_full_recomputation(seed, n_sat, n_gw, n_pop, outages):
     from leotwin.routing.graph import StepGraph
 
     rng = np.random.default_rng(seed)
-    pairs = np.unique(np.sort(rng.integers(0, n_sat, size=(3 * n_sat, 2)), axis=1), axis=0)
-    isl = pairs[pairs[:, 0] != pairs[:, 1]]
-    isl_ms = rng.uniform(1, 20, len(isl))
-    usable = rng.random(len(isl)) > 0.2
-    feed = np.unique(np.c_[rng.integers(0, n_gw, 2 * n_gw), rng.integers(0, n_sat, 2 * n_gw)],
-                     axis=0)
-    feed_ms = rng.uniform(1.5, 4, len(feed))
-    gw_pop = rng.integers(0, n_pop, n_gw)
-    fibre_ms = rng.uniform(0, 10, n_gw)
+    isl, isl_ms, usable, feed, feed_ms, gw_pop, fibre_ms = _random_step(rng, n_sat, n_gw, n_pop)
     failed = rng.random(n_sat) < 0.15
     gw_up = rng.random(n_gw) > 0.3 if outages else None
     graph = StepGraph(n_sat, n_gw, n_pop, isl, gw_pop, fibre_ms, 0.1)
