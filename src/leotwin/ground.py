@@ -663,6 +663,18 @@ class Ground:
         datetimes or ``datetime64``; a scalar gives ``n_time`` = 1).
         """
         t_ns = np.atleast_1d(to_utc_datetime64(times)).astype("datetime64[ns]").astype(np.int64)
+        # A chunk asks for the same times from several stages (policy, links, capacity,
+        # jamming): the last answer is kept, read-only, and handed out again.
+        memo = getattr(self, "_positions_memo", None)
+        if memo is not None and np.array_equal(memo[0], t_ns):
+            return memo[1]
+        out = self._terminal_positions(t_ns)
+        for a in out:
+            a.flags.writeable = False
+        object.__setattr__(self, "_positions_memo", (t_ns, out))
+        return out
+
+    def _terminal_positions(self, t_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n_time, n_term = len(t_ns), len(self.terminals)
         shape = (n_time, n_term)
         lat = np.broadcast_to(self.terminals["lat_deg"].to_numpy(np.float64), shape).copy()

@@ -4,7 +4,8 @@ Candidates are pruned geometrically with a KD-tree: a satellite can be at or abo
 only if its straight-line distance to the site is below the slant range at that elevation
 (computed conservatively for the highest satellite and the lowest site of the chunk). One
 dual-tree query per time chunk finds every (time, site, sat) candidate; the exact geodetic
-elevation is then checked on those pairs only. No loop over sites, satellites or steps.
+elevation is then checked on those pairs only, in one compiled pass that also orders them by
+(time, site) (:mod:`leotwin._jit`). No Python loop over sites, satellites or steps.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 import xarray as xr
 from scipy.spatial import cKDTree
 
+from .._jit import kernel
 from ..constants import WGS84_A_KM
 from ..defaults import default
 from ..frames import enu_basis, geodetic_to_ecef
@@ -101,38 +103,81 @@ def visible_pairs(r_sat_ecef_km: np.ndarray, valid: np.ndarray, site_ecef_km: np
     radius += _PRUNE_MARGIN_KM
     tree = site_tree if site_tree is not None else cKDTree(site_ecef_km)
     m = tree.sparse_distance_matrix(sats.tree, radius, output_type="ndarray")
-    i = np.ascontiguousarray(m["i"])  # site
-    j = np.ascontiguousarray(m["j"])  # row of pts
-    d = np.ascontiguousarray(m["v"])  # range, km
-    # sin(elevation) = up · (r_sat − r_site) / range, gathered one component at a time.
-    site_up = np.ascontiguousarray(site_enu[:, 2, :].T)
-    s = (site_enu[:, 2, :] * site_ecef_km).sum(axis=1)[i]
-    np.negative(s, out=s)
-    for k in range(3):
-        s += pts[:, k].copy()[j] * site_up[k][i]
-    s /= d
-    keep = np.flatnonzero(s >= np.sin(np.radians(min_elevation_deg)))
-    # Order by (time, site) with two linear-time radix passes when the keys fit 16 bits.
     pt_t, pt_sat = np.divmod(ok, n_sat)
-    key_t = pt_t[j[keep]]
-    key_site = i[keep]
-    if max(n_t, n_site) <= np.iinfo(np.uint16).max:
-        order = np.argsort(key_site.astype(np.uint16), kind="stable")
-        if n_t > 1:
-            order = order[np.argsort(key_t[order].astype(np.uint16), kind="stable")]
-    else:
-        order = np.argsort(key_t * n_site + key_site, kind="stable")
-    sel = keep[order]
-    jj, ii = j[sel], i[sel]
-    sin_el = s[sel]
+    up_dot_site = (site_enu[:, 2, :] * site_ecef_km).sum(axis=1)
+    t, site, sat, sin_el, range_km = _elevation_pairs(
+        m["i"], m["j"], m["v"], site_enu, up_dot_site, pts,
+        float(np.sin(np.radians(min_elevation_deg))), pt_t, pt_sat, n_t, n_site)
+    # Vectorized here: a scalar arcsin in the kernel costs 5x.
     elevation_deg = np.degrees(np.arcsin(np.clip(sin_el, -1.0, 1.0)))
     near_zenith = np.flatnonzero(sin_el > 0.99)  # arcsin loses precision there: use atan2
     if near_zenith.size:
-        jz, iz = jj[near_zenith], ii[near_zenith]
+        iz = site[near_zenith]
+        jz = np.searchsorted(ok, t[near_zenith] * n_sat + sat[near_zenith])  # rows of pts
         enu = np.einsum("pkx,px->pk", site_enu[iz], pts[jz] - site_ecef_km[iz])
         elevation_deg[near_zenith] = np.degrees(np.arctan2(enu[:, 2], np.hypot(enu[:, 0],
                                                                                 enu[:, 1])))
-    return pt_t[jj], ii, pt_sat[jj], elevation_deg, d[sel]
+    return t, site, sat, elevation_deg, range_km
+
+
+@kernel
+def _elevation_pairs(i, j, d, site_enu, up_dot_site, pts, sin_min, pt_t, pt_sat, n_t, n_site):
+    """The candidates ``(site i, point j, range d)`` at or above the mask (``sin_min``) as
+    ``(t, site, sat, sin_elevation, range_km)``, ordered by (time, site) and, within a site,
+    in the candidates' order (two stable counting sorts)."""
+    n = i.size
+    sel = np.empty(n, np.int64)
+    sin_el = np.empty(n)
+    m = 0
+    for q in range(n):
+        a, b = i[q], j[q]
+        # sin(elevation) = up · (r_sat − r_site) / range
+        s = -up_dot_site[a]
+        s += pts[b, 0] * site_enu[a, 2, 0]
+        s += pts[b, 1] * site_enu[a, 2, 1]
+        s += pts[b, 2] * site_enu[a, 2, 2]
+        s /= d[q]
+        if s >= sin_min:
+            sel[m] = q
+            sin_el[m] = s
+            m += 1
+    start = np.zeros(n_site + 1, np.int64)
+    for q in range(m):
+        start[i[sel[q]] + 1] += 1
+    for a in range(n_site):
+        start[a + 1] += start[a]
+    order = np.empty(m, np.int64)
+    for q in range(m):
+        a = i[sel[q]]
+        order[start[a]] = q
+        start[a] += 1
+    if n_t > 1:
+        start = np.zeros(n_t + 1, np.int64)
+        for q in range(m):
+            start[pt_t[j[sel[q]]] + 1] += 1
+        for k in range(n_t):
+            start[k + 1] += start[k]
+        by_time = np.empty(m, np.int64)
+        for r in range(m):
+            k = pt_t[j[sel[order[r]]]]
+            by_time[start[k]] = order[r]
+            start[k] += 1
+        order = by_time
+    t_out = np.empty(m, np.int64)
+    site_out = np.empty(m, np.int64)
+    sat_out = np.empty(m, np.int64)
+    sin_out = np.empty(m)
+    rng_out = np.empty(m)
+    for r in range(m):
+        q = order[r]
+        p = sel[q]
+        b = j[p]
+        t_out[r] = pt_t[b]
+        site_out[r] = i[p]
+        sat_out[r] = pt_sat[b]
+        sin_out[r] = sin_el[q]
+        rng_out[r] = d[p]
+    return t_out, site_out, sat_out, sin_out, rng_out
 
 
 #: Candidate pairs per chunk: arrays of this size (a few MB each) stay in cache while they are
