@@ -42,6 +42,10 @@ DEFAULTS: dict[str, Default] = {
                 "bins of this width; the group's median mean altitude is its shell centre"),
         Default("propagation_chunk_steps", 240.0, "steps",
                 "assumption: 240 steps x 4,408 satellites keeps a chunk near 50 MB"),
+        Default("propagation_node_step_s", 60.0, "s",
+                "numerical method, not a fact: scenario runs with finer steps run SGP4 every "
+                "60 s and interpolate (cubic Hermite), within ~1 m of SGP4 at every step "
+                "(tests/test_propagate_hermite.py)"),
         # --- network (links, routing, scheduling)
         Default("isl_atmosphere_margin_km", 80.0, "km",
                 "assumption used by Hypatia (Kassing et al., IMC 2020): a laser line of sight "

@@ -23,7 +23,6 @@ import shapely
 from .analytics.runio import write_run
 from .analytics.simulate import SimulationRun, counterfactual, simulate_run
 from .analytics.sla import contract_availability
-from .orbits.propagate import propagate
 from .policy.geofence import ZoneIndex, read_zones
 from .runs import write_assumptions
 from .scenario import Scenario, load_scenario
@@ -158,7 +157,7 @@ def run_flagship(out_dir: Path, *, window=DEMO_WINDOW, report: bool = True) -> A
     scenario = load_scenario(flagship_path(), overrides={"time": {"start": window[0],
                                                                   "stop": window[1]}})
     times = scenario.times()
-    positions = propagate(scenario.constellation(), times)
+    positions = scenario.positions(times)
     run = simulate_run(positions, scenario.ground(), policy=scenario.policy(),
                        faults=scenario.faults(), config=scenario.network_config(),
                        as_of=scenario.as_of())

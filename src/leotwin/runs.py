@@ -101,7 +101,6 @@ import xarray as xr
 from ._common import sha256_file
 from .analytics.intervals import _step_durations_s
 from .analytics.simulate import TerminalPhase, shared_phase, terminal_phase
-from .orbits.propagate import propagate
 from .policy.engine import PolicyState, advance_state, decide, metered_terminals
 
 log = logging.getLogger(__name__)
@@ -242,7 +241,7 @@ def _simulate_window(sc, con, ground, policy, faults, k: int, state: PolicyState
                                   state=state, return_state=True)
     else:
         state = _advance(None, ids, window, ground, state, None)
-    positions = propagate(con, window)
+    positions = sc.positions(window, con)
     phase = terminal_phase(positions, ground, policy=policy, faults=faults,
                            config=sc.network_config(), as_of=sc.as_of(),
                            window=(times[0], times[-1]), decisions=decisions)

@@ -636,6 +636,20 @@ class Scenario:
         t = self.spec.time
         return time_grid(t.start, t.stop, t.step_s)
 
+    def positions(self, times=None, constellation=None):
+        """:func:`leotwin.propagate` of ``constellation`` (default: :meth:`constellation`) at
+        ``times`` (default: :meth:`times`), the way every run of this scenario propagates:
+        with steps finer than ``propagation_node_step_s`` (defaults table), SGP4 runs on that
+        node grid and is interpolated in between
+        (:func:`~leotwin.orbits.propagate.sgp4_hermite`, within ~1 m of SGP4)."""
+        from .defaults import default
+        from .orbits.propagate import propagate
+
+        node_s = default("propagation_node_step_s")
+        return propagate(self.constellation() if constellation is None else constellation,
+                         self.times() if times is None else times,
+                         node_step_s=node_s if self.spec.time.step_s < node_s else None)
+
     # -- building blocks
     def constellation(self):
         """A :class:`leotwin.Constellation` from the one configured source."""

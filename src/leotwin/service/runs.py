@@ -14,7 +14,6 @@ import xarray as xr
 
 from ..analytics.runio import read_manifest
 from ..analytics.simulate import SimulationRun, counterfactual
-from ..orbits.propagate import propagate
 from ..runs import run as run_scenario
 from ..scenario import Scenario, load_scenario
 from ..store import RunRecord, Store
@@ -130,7 +129,7 @@ def rerun_without(record: RunRecord, timeline: pd.DataFrame, without: list[str])
     sc = load_for_run(path, record.time_start, record.time_stop)
     check_elements(sc, without)  # before the (expensive) propagation
     times = sc.times()
-    positions = propagate(sc.constellation(), times)
+    positions = sc.positions(times)
     ground = sc.ground()
     order = ground.terminals["terminal"].astype(str).to_numpy()
     served = (timeline.assign(terminal=timeline["terminal"].astype(str))
