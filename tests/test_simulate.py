@@ -180,8 +180,8 @@ def rich_scenario(positions):
 @pytest.mark.parametrize("slot_s", [60.0, 30.0])  # slots carried over; every step a slot
 def test_fast_paths_equal_the_reference_path(positions, monkeypatch, slot_s):
     """The shortcuts of the per-step pipeline (reused route variants, variants rerouted
-    below the failures only, user links a few steps at a time, jamming tests of many steps in
-    one call, jammer pruning by radio horizon, the clear-sky bound) and the run without string
+    below the failures only, user links a few steps at a time, the compiled schedule and
+    cause pass, jamming tests of many steps in one call, jammer pruning by radio horizon, the clear-sky bound) and the run without string
     variables change no result: the
     same scenario — failures (some satellites relaying for others), a PoP cut, jammers near
     and far, a geofence, moving terminals, slot carry — rerun with every shortcut disabled is
@@ -215,6 +215,7 @@ def test_fast_paths_equal_the_reference_path(positions, monkeypatch, slot_s):
     monkeypatch.setattr(SatRoutes, "uses", lambda self, sats, gateways: True)
     monkeypatch.setattr(network, "_REROUTE", False)  # every variant by a full Dijkstra
     monkeypatch.setattr(network, "_BATCH_JAM", False)  # one jamming test per step
+    monkeypatch.setattr(network, "_FUSED_STEP", False)  # schedule and causes by numpy
     monkeypatch.setattr(network, "_USER_PAIRS_PER_CHUNK", 1)
     monkeypatch.setattr(budget, "_BOUND_MARGIN_DB", np.inf)
     monkeypatch.setattr(budget, "jammer_reach",

@@ -42,6 +42,7 @@ import xarray as xr
 from scipy.spatial import cKDTree
 
 from .._arrays import run_starts
+from .._jit import kernel
 from ..defaults import default
 from ..frames import enu_basis, geodetic_to_ecef, light_time_ms
 from ..geometry.visibility import _auto_chunk_steps, sat_points, visible_pairs
@@ -64,6 +65,9 @@ _REROUTE = True
 #: Test the links of several steps for jamming in one call where the schedule allows it
 #: (see ``_flush``); False: one call per step (the reference).
 _BATCH_JAM = True
+#: Schedule and cause bits of a step in one compiled pass (:func:`_fused_step`) under
+#: ``max_elevation``; False: the numpy reference (:func:`_choose`, :func:`_step_causes`).
+_FUSED_STEP = True
 POLICIES = ("max_elevation", "least_loaded")
 
 
@@ -201,6 +205,8 @@ def _choose(term, sat, el, routable, policy, n_sat, groups=None):
 #: Cause bits of :func:`network_state` with ``attribution=True`` (and of ``simulate``).
 CAUSES = ("policy", "no_coverage", "satellite_failure", "jamming", "no_backhaul", "congestion")
 CAUSE_BIT = {c: 1 << k for k, c in enumerate(CAUSES)}
+_FUSED_BITS = np.array([CAUSE_BIT[c] for c in ("no_coverage", "no_backhaul",
+                                                "satellite_failure", "policy")], np.uint8)
 
 
 def network_state(positions: xr.Dataset, ground, *, config: NetworkConfig | None = None,
@@ -330,27 +336,39 @@ def _network_state(positions: xr.Dataset, ground, *, config=None, failed=None,
                                           g_ms[gsl], f, gw_down[step], attribution)
                 routes = variants[0]
                 term, sat, el, rng = ts[tsl], tsat[tsl], tel[tsl], trng[tsl]
-                groups = _groups(term)  # rows come grouped by terminal
-                routable = (~f & np.isfinite(routes.delay_ms))[sat] & allowed[step][term]
+                sat_ok = ~f & np.isfinite(routes.delay_ms)
                 # Keep last step's satellite inside a slot while it still has a path (the
                 # previous step is final: pending steps are flushed before a slot goes on).
-                chosen_term = np.empty(0, np.int64)
-                chosen_row = np.empty(0, np.int64)
-                if step > 0 and slot[step] == slot[step - 1]:
-                    keep_rows = np.flatnonzero(routable & (sat == serving[step - 1][term]))
-                    chosen_term, chosen_row = term[keep_rows], keep_rows
-                need = np.ones(n_term, bool)
-                need[chosen_term] = False
-                nt, nr = _choose(term, sat, el, routable & need[term], cfg.policy, n_sat,
-                                 groups)
-                chosen_term = np.r_[chosen_term, nt]
-                chosen_row = np.r_[chosen_row, nr]
+                keep_prev = step > 0 and slot[step] == slot[step - 1]
                 healthy_term = healthy_row = None
-                if attribution:
-                    cause_bits[step], healthy_term, healthy_row = _step_causes(
-                        n_term, term, sat, el, f, variants, allowed[step],
-                        jammed is not None, cfg.policy, n_sat, groups)
-                seen[step, term] = True
+                if _FUSED_STEP and cfg.policy != "least_loaded":
+                    chosen_term, chosen_row, has_rows, bits, healthy_term, healthy_row = \
+                        _fused_choice(term, sat, el, sat_ok, allowed[step],
+                                      serving[step - 1] if keep_prev else None, f,
+                                      variants if attribution else None, jammed is not None,
+                                      n_term)
+                    seen[step] = has_rows
+                    if attribution:
+                        cause_bits[step] = bits
+                else:
+                    groups = _groups(term)  # rows come grouped by terminal
+                    routable = sat_ok[sat] & allowed[step][term]
+                    chosen_term = np.empty(0, np.int64)
+                    chosen_row = np.empty(0, np.int64)
+                    if keep_prev:
+                        keep_rows = np.flatnonzero(routable & (sat == serving[step - 1][term]))
+                        chosen_term, chosen_row = term[keep_rows], keep_rows
+                    need = np.ones(n_term, bool)
+                    need[chosen_term] = False
+                    nt, nr = _choose(term, sat, el, routable & need[term], cfg.policy, n_sat,
+                                     groups)
+                    chosen_term = np.r_[chosen_term, nt]
+                    chosen_row = np.r_[chosen_row, nr]
+                    if attribution:
+                        cause_bits[step], healthy_term, healthy_row = _step_causes(
+                            n_term, term, sat, el, f, variants, allowed[step],
+                            jammed is not None, cfg.policy, n_sat, groups)
+                    seen[step, term] = True
                 s_chosen = sat[chosen_row]
                 pending.append(_Chosen(
                     step, chosen_term, s_chosen, el[chosen_row], rng[chosen_row],
@@ -564,6 +582,105 @@ def _step_causes(n_term, term, sat, el, failed, variants, allowed, with_jammers,
         return bits, None, None
     ct, cr = _choose(term, sat, el, ok_clean, policy, n_sat, groups)  # the healthy choice
     return bits, ct, cr
+
+
+def _fused_choice(term, sat, el, sat_ok, allowed, prev, failed, variants, with_jammers,
+                  n_term):
+    """The ``max_elevation`` schedule of one step and, with ``variants`` (attribution), its
+    cause bits and healthy choice, by :func:`_fused_step`: ``(chosen terminals, rows,
+    terminals with some link, bits, healthy terminals, rows)``, as the numpy path gives them
+    (kept links first, then new choices; healthy choice None without jammers)."""
+    keep_prev = prev is not None
+    if variants is None:
+        clean_ok = f_ok = d_ok = sat_ok  # unused
+    else:
+        _, clean, only_f, only_d = variants
+        clean_ok = np.isfinite(clean.delay_ms)
+        f_ok = clean_ok if only_f is clean else ~failed & np.isfinite(only_f.delay_ms)
+        d_ok = clean_ok if only_d is clean else np.isfinite(only_d.delay_ms)
+    kt, kr, nt, nr, has_rows, bits, ht, hr = _fused_step(
+        term, sat, el, sat_ok, allowed, prev if keep_prev else np.empty(0, np.int64),
+        keep_prev, clean_ok, f_ok, d_ok, variants is not None, with_jammers, n_term,
+        _FUSED_BITS)
+    healthy = (ht, hr) if variants is not None and with_jammers else (None, None)
+    return np.r_[kt, nt], np.r_[kr, nr], has_rows, bits, *healthy
+
+
+@kernel
+def _fused_step(term, sat, el, sat_ok, allowed, prev, keep_prev, clean_ok, f_ok, d_ok,
+                attribution, with_jammers, n_term, bits_code):
+    """One step's schedule under ``max_elevation`` and its cause bits, in one pass over the
+    user links (rows grouped by terminal): what :func:`_choose` and :func:`_step_causes`
+    give. ``sat_ok``/``clean_ok``/``f_ok``/``d_ok``: per satellite, a path in the actual,
+    healthy, failures-only and outages-only routes (``f_ok`` also not failed); ``prev``: the
+    serving satellite per terminal at the previous step, kept when ``keep_prev`` and still
+    routable. ``bits_code``: the bits of no_coverage, no_backhaul, satellite_failure, policy.
+    Returns (kept terminals, kept rows, newly chosen terminals, rows, has-rows per terminal,
+    cause bits, healthy choice terminals, rows)."""
+    n = term.size
+    kept_t = np.empty(n, np.int64)
+    kept_r = np.empty(n, np.int64)
+    new_t = np.empty(n, np.int64)
+    new_r = np.empty(n, np.int64)
+    heal_t = np.empty(n, np.int64)
+    heal_r = np.empty(n, np.int64)
+    has_rows = np.zeros(n_term, np.bool_)
+    bits = np.zeros(n_term, np.uint8)
+    n_kept = n_new = n_heal = 0
+    a = 0
+    while a < n:
+        t = term[a]
+        b = a + 1
+        while b < n and term[b] == t:
+            b += 1
+        has_rows[t] = True
+        kept = -1
+        best, best_el = -1, -np.inf
+        heal, heal_el = -1, -np.inf
+        servable = servable_f = servable_d = False
+        for r in range(a, b):
+            s = sat[r]
+            if sat_ok[s] and allowed[t]:
+                if keep_prev and kept < 0 and s == prev[t]:
+                    kept = r
+                if el[r] > best_el:
+                    best, best_el = r, el[r]
+            if attribution:
+                if clean_ok[s]:
+                    servable = True
+                    if el[r] > heal_el:
+                        heal, heal_el = r, el[r]
+                servable_f |= f_ok[s]
+                servable_d |= d_ok[s]
+        if kept >= 0:
+            kept_t[n_kept] = t
+            kept_r[n_kept] = kept
+            n_kept += 1
+        elif best >= 0:
+            new_t[n_new] = t
+            new_r[n_new] = best
+            n_new += 1
+        if attribution:
+            if not servable:
+                bits[t] |= bits_code[1]  # no path even when healthy
+            else:
+                if not servable_d:
+                    bits[t] |= bits_code[1]
+                if not servable_f:
+                    bits[t] |= bits_code[2]
+                if not allowed[t]:
+                    bits[t] |= bits_code[3]
+                if with_jammers:
+                    heal_t[n_heal] = t
+                    heal_r[n_heal] = heal
+                    n_heal += 1
+        a = b
+    if attribution:
+        for t in range(n_term):
+            if not has_rows[t]:
+                bits[t] |= bits_code[0]
+    return (kept_t[:n_kept], kept_r[:n_kept], new_t[:n_new], new_r[:n_new], has_rows, bits,
+            heal_t[:n_heal], heal_r[:n_heal])
 
 
 def _terminal_links(r, ok, fixed, fx_ecef, fx_enu, fx_tree, moving, mv_ecef, mv_enu, mask_deg,
