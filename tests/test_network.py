@@ -237,3 +237,66 @@ def test_cli_network_with_nothing_served_and_unwritable_output(tmp_path, capsys)
     assert main([*args, "--out", str(blocker / "sub" / "n.csv")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_fused_step_equals_the_numpy_schedule_and_causes(data):
+    """The compiled pass of a step (:func:`_fused_choice`) gives what :func:`_choose` and
+    :func:`_step_causes` give: the same kept and new links in the same order, the same cause
+    bits, the same healthy choice, on random links, paths, failures, policy and variants."""
+    from leotwin.routing import network as nw
+    from leotwin.routing.graph import SatRoutes
+
+    n_term = data.draw(st.integers(1, 12))
+    n_sat = data.draw(st.integers(1, 10))
+    per_term = [data.draw(st.lists(st.integers(0, n_sat - 1), max_size=n_sat, unique=True))
+                for _ in range(n_term)]
+    term = np.array([t for t, sats in enumerate(per_term) for _ in sats], np.int64)
+    sat = np.array([s for sats in per_term for s in sats], np.int64)
+    # Elevations from a small set: ties are broken the same way (first row at the maximum).
+    el = np.array(data.draw(st.lists(st.sampled_from([25.0, 40.0, 40.0, 70.0, 89.0]),
+                                     min_size=sat.size, max_size=sat.size)), float)
+
+    def routes():
+        ok = np.array(data.draw(st.lists(st.booleans(), min_size=n_sat, max_size=n_sat)))
+        return SatRoutes(np.where(ok, 10.0, np.nan), np.zeros(n_sat, np.int64),
+                         np.zeros(n_sat, np.int64), np.ones(n_sat, np.int64))
+
+    clean = routes()
+    only_f = data.draw(st.sampled_from([clean, routes()]))
+    only_d = data.draw(st.sampled_from([clean, routes()]))
+    actual = routes()
+    variants = (actual, clean, only_f, only_d)
+    failed = np.array(data.draw(st.lists(st.booleans(), min_size=n_sat, max_size=n_sat)))
+    allowed = np.array(data.draw(st.lists(st.booleans(), min_size=n_term, max_size=n_term)))
+    prev = (np.array(data.draw(st.lists(st.integers(-1, n_sat - 1), min_size=n_term,
+                                        max_size=n_term)), np.int64)
+            if data.draw(st.booleans()) else None)
+    jammers = data.draw(st.booleans())
+    sat_ok = ~failed & np.isfinite(actual.delay_ms)
+
+    got = nw._fused_choice(term, sat, el, sat_ok, allowed, prev, failed, variants, jammers,
+                           n_term)
+    groups = nw._groups(term)
+    routable = sat_ok[sat] & allowed[term]
+    kept_term = kept_row = np.empty(0, np.int64)
+    if prev is not None:
+        kept_row = np.flatnonzero(routable & (sat == prev[term]))
+        kept_term = term[kept_row]
+    need = np.ones(n_term, bool)
+    need[kept_term] = False
+    nt, nr = nw._choose(term, sat, el, routable & need[term], "max_elevation", n_sat, groups)
+    bits, ht, hr = nw._step_causes(n_term, term, sat, el, failed, variants, allowed, jammers,
+                                   "max_elevation", n_sat, groups)
+    np.testing.assert_array_equal(got[0], np.r_[kept_term, nt])
+    np.testing.assert_array_equal(got[1], np.r_[kept_row, nr])
+    has_rows = np.zeros(n_term, bool)
+    has_rows[term] = True
+    np.testing.assert_array_equal(got[2], has_rows)
+    np.testing.assert_array_equal(got[3], bits)
+    if jammers:
+        np.testing.assert_array_equal(got[4], ht)
+        np.testing.assert_array_equal(got[5], hr)
+    else:
+        assert got[4] is None and ht is None
