@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import leotwin
 from leotwin.constants import C_KM_S, WGS84_A_KM
 from leotwin.links.isl import infer_planes, isl_feasible, orbit_angles, plus_grid_edges
-from leotwin.routing.graph import _first_marked_ancestor, _list_depth, sat_routes
+from leotwin.routing.graph import _tree_labels, sat_routes
 
 
 def test_overhead_satellite_range_and_light_time():
@@ -78,13 +78,14 @@ def test_plus_grid_on_a_walker_shell():
                   | ((pa[~intra] - pb[~intra]) % planes == 1))
 
 
-def test_pointer_jumping_helpers():
-    pred = np.array([-1, 0, 1, 2, 3, 0, 5, -1, 7])
-    np.testing.assert_array_equal(_list_depth(pred), [0, 1, 2, 3, 4, 1, 2, 0, 1])
-    marked = np.zeros(9, bool)
-    marked[[2, 5]] = True
-    np.testing.assert_array_equal(_first_marked_ancestor(pred, marked),
-                                  [-1, -1, 2, 2, 2, 5, 5, -1, -1])
+def test_tree_labels():
+    # Children listed before their parents too: the walk up labels them in any order.
+    pred = np.array([-1, 0, 1, 2, 3, 0, 5, -1, 7, 10, 4])
+    marked = np.zeros(11, bool)
+    marked[[2, 5, 10]] = True
+    label, depth = _tree_labels(pred, marked)
+    np.testing.assert_array_equal(depth, [0, 1, 2, 3, 4, 1, 2, 0, 1, 6, 5])
+    np.testing.assert_array_equal(label, [-1, -1, 2, 2, 2, 5, 5, -1, -1, 10, 10])
 
 
 @settings(max_examples=40, deadline=None)

@@ -181,9 +181,9 @@ def rich_scenario(positions):
 def test_fast_paths_equal_the_reference_path(positions, monkeypatch, slot_s):
     """The shortcuts of the per-step pipeline (reused route variants, variants rerouted
     below the failures only, user links a few steps at a time, the compiled schedule and
-    cause pass, jamming tests of many steps in one call, jammer pruning by radio horizon, the clear-sky bound) and the run without string
-    variables change no result: the
-    same scenario — failures (some satellites relaying for others), a PoP cut, jammers near
+    cause pass, jamming tests of many steps in one call, jammer pruning by radio horizon, the
+    clear-sky bound) and the run without string variables change no result: the same
+    scenario — failures (some satellites relaying for others), a PoP cut, jammers near
     and far, a geofence, moving terminals, slot carry — rerun with every shortcut disabled is
     identical, variable by variable and bit for bit."""
     import leotwin.routing.network as network

@@ -4,7 +4,7 @@ Nodes are satellites ``0..n_sat-1``, then gateways, then PoPs. Edge weights are 
 in ms (propagation plus a fixed per-hop processing delay). A single multi-source Dijkstra
 (``scipy.sparse.csgraph.dijkstra`` with ``min_only=True``) gives, for every satellite, the
 delay to its nearest PoP and the predecessor tree; gateway, PoP and hop count of each
-satellite's path come from that tree by pointer jumping (O(n log depth), no per-node loop).
+satellite's path come from that tree in one compiled linear pass.
 
 :class:`StepGraph` is the same computation for the repeated calls of
 :func:`leotwin.network_state`: the fixed parts (laser topology sorted once, fibre) are prepared
@@ -22,6 +22,7 @@ from scipy.sparse import coo_array, csr_array
 from scipy.sparse.csgraph import dijkstra
 
 from .._arrays import run_starts
+from .._jit import kernel
 
 _NO_PRED = -9999  # scipy's marker for "no predecessor"
 _MIN_WEIGHT_MS = 1e-9  # a zero weight would be read as "no edge" by csgraph
@@ -59,33 +60,34 @@ class SatRoutes:
         return bool(gateways.any() and gateways[self.gateway[self.gateway >= 0]].any())
 
 
-def _list_depth(pred: np.ndarray) -> np.ndarray:
-    """Number of edges from each node up to its root (list ranking by pointer jumping)."""
-    p = pred.copy()
-    d = (p >= 0).astype(np.int64)
-    active = np.flatnonzero(p >= 0)
-    while active.size:
-        q = p[active]
-        d[active], p[active] = d[active] + d[q], p[q]  # right-hand sides use the old values
-        active = active[p[active] >= 0]
-    return d
-
-
-def _first_marked_ancestor(pred: np.ndarray, marked: np.ndarray) -> np.ndarray:
-    """For every node, the nearest node on its path to the root (itself included) that is
-    ``marked``; −1 where there is none. Pointer jumping with labels."""
+@kernel
+def _tree_labels(pred, marked):
+    """For every node of a forest (``pred``: parent, −1 at roots): the nearest ``marked``
+    node on its path to the root, itself included (−1: none), and its number of edges to
+    the root. One linear pass: a node's path is walked up to the first node already
+    labelled, then labelled on the way down."""
     n = pred.size
-    label = np.where(marked, np.arange(n), -1)
-    p = pred.copy()
-    todo = np.flatnonzero((label < 0) & (p >= 0))
-    while todo.size:
-        anc = p[todo]
-        label[todo] = label[anc]
-        done = label[todo] >= 0
-        jump = todo[~done]
-        p[jump] = p[p[jump]]
-        todo = jump[p[jump] >= 0]
-    return label
+    label = np.full(n, -1, np.int64)
+    depth = np.full(n, -1, np.int64)  # -1: not yet labelled
+    path = np.empty(n, np.int64)
+    for v in range(n):
+        k = 0
+        u = v
+        while u >= 0 and depth[u] < 0:
+            path[k] = u
+            k += 1
+            u = pred[u]
+        d = -1 if u < 0 else depth[u]
+        lab = -1 if u < 0 else label[u]
+        while k > 0:
+            k -= 1
+            w = path[k]
+            d += 1
+            if marked[w]:
+                lab = w
+            depth[w] = d
+            label[w] = lab
+    return label, depth
 
 
 def sat_routes(n_sat: int, n_gw: int, n_pop: int, *, isl_edges: np.ndarray,
@@ -140,10 +142,9 @@ def _tree_routes(dist: np.ndarray, pred: np.ndarray, n_sat: int, n_gw: int,
     gw_node = n_sat + np.arange(n_gw)
     is_gw = np.zeros(n, bool)
     is_gw[gw_node] = True
-    gw_of = _first_marked_ancestor(pred, is_gw)
+    gw_of, depth = _tree_labels(pred, is_gw)
     # Only PoPs link to a gateway (fibre), so the PoP of a path is its gateway's predecessor.
     pop_of = np.where(gw_of >= 0, pred[np.maximum(gw_of, 0)], -1)
-    depth = _list_depth(pred)
     reach = np.isfinite(dist[:n_sat]) & (gw_of[:n_sat] >= 0)
     return SatRoutes(
         delay_ms=np.where(reach, dist[:n_sat], np.nan),
@@ -225,7 +226,7 @@ class StepGraph:
             removed[:n_sat] = failed
         if gw_up is not None:
             removed[n_sat:n_sat + self.n_gw] = ~np.asarray(gw_up, bool)
-        below = _first_marked_ancestor(clean.pred, removed) >= 0  # removed or under one
+        below = _tree_labels(clean.pred, removed)[0] >= 0  # removed or under one
         pred = np.where(below, -1, clean.pred)
         dist = np.where(below, np.inf, clean.dist)
         sub = np.flatnonzero(below & ~removed)  # to recompute
