@@ -300,3 +300,32 @@ def test_fused_step_equals_the_numpy_schedule_and_causes(data):
         np.testing.assert_array_equal(got[5], hr)
     else:
         assert got[4] is None and ht is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_antenna_rows_keep_the_highest_links_per_gateway_and_step(data):
+    """Feeder links kept per (step, gateway): those at or above the gateway's mask, the
+    ``antennas`` highest, highest first — against a sort of all links (np.lexsort)."""
+    from leotwin.routing.network import _antenna_rows
+
+    n_gw = data.draw(st.integers(1, 5))
+    n = data.draw(st.integers(0, 40))
+    t = np.sort(np.array(data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)),
+                         np.int64))
+    g = np.array(data.draw(st.lists(st.integers(0, n_gw - 1), min_size=n, max_size=n)),
+                 np.int64)
+    order = np.lexsort((g, t))  # grouped by (step, gateway), as visible_pairs returns them
+    t, g = t[order], g[order]
+    el = np.array(data.draw(st.lists(st.sampled_from([10.0, 25.0, 30.0, 30.0, 60.0, 85.0]),
+                                     min_size=n, max_size=n)), float)
+    mask = np.array(data.draw(st.lists(st.sampled_from([5.0, 25.0, 40.0]), min_size=n_gw,
+                                       max_size=n_gw)))
+    antennas = np.array(data.draw(st.lists(st.integers(1, 4), min_size=n_gw,
+                                           max_size=n_gw)), np.int64)
+    rows = _antenna_rows(g, t, el, mask, antennas)
+    ok = np.flatnonzero(el >= mask[g])
+    ref = ok[np.lexsort((np.arange(ok.size), -el[ok], g[ok], t[ok]))]
+    keys = t[ref] * n_gw + g[ref]
+    rank = np.arange(ref.size) - np.searchsorted(keys, keys)
+    np.testing.assert_array_equal(rows, ref[rank < antennas[g[ref]]])
