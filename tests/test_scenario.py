@@ -212,3 +212,16 @@ def test_partition_terminals_is_optional_and_not_hashed(tmp_path):
     assert parted.scenario_hash() == plain.scenario_hash()
     field = scenario_json_schema()["$defs"]["OutputsSpec"]["properties"]["partition_terminals"]
     assert {"type": "integer", "minimum": 1} in field["anyOf"]
+
+
+def test_overrides_merge_replace_and_remove_keys():
+    from leotwin.flagship import flagship_path
+    from leotwin.scenario import ScenarioError, load_scenario
+
+    sc = load_scenario(flagship_path(), overrides={
+        "constellation": {"starlink_2022": None, "starlink_gen1": True},
+        "time": {"stop": "2022-10-01T01:00:00Z"}})
+    assert sc.spec.constellation.starlink_gen1 and not sc.spec.constellation.starlink_2022
+    assert sc.spec.time.step_s == 60  # the rest of the section is kept
+    with pytest.raises(ScenarioError, match="constellation"):  # two sources: still an error
+        load_scenario(flagship_path(), overrides={"constellation": {"starlink_gen1": True}})

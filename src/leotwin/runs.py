@@ -150,13 +150,14 @@ def _load(scenario_or_path):
 
 @functools.lru_cache(maxsize=2)
 def _worker_inputs(path: str, document_json: str, digest: str):
-    """Per process: the scenario (file plus the caller's overrides, as its full document) and
-    its expensive parts, loaded once (cached)."""
-    from .scenario import load_scenario
+    """Per process: the scenario (the caller's whole document, overrides included, with paths
+    relative to the scenario file) and its expensive parts, loaded once (cached)."""
+    from .scenario import Scenario
 
-    sc = load_scenario(Path(path), overrides=json.loads(document_json))
+    sc = Scenario.from_document(json.loads(document_json), path)
     if sc.scenario_hash() != digest:
-        raise RuntimeError(f"{path}: the scenario file changed while the run was in progress")
+        raise RuntimeError(f"{path}: a file the scenario reads changed while the run was in "
+                           "progress")
     return sc, sc.constellation(), sc.ground(), sc.policy(), sc.faults()
 
 

@@ -460,7 +460,9 @@ def load_scenario(path: str | Path, overrides: dict | None = None) -> Scenario:
     """Read and validate a scenario YAML file; raise :class:`ScenarioError` on the first
     problem (all pydantic errors are listed in ``errors``). ``overrides`` is merged into the
     document before validation, key by key (e.g. ``{"time": {"stop": "2022-10-01T01:00Z"}}``);
-    a list or scalar replaces the value."""
+    a list or scalar replaces the value and None removes the key (e.g. to switch the
+    constellation source: ``{"constellation": {"starlink_2022": None, "starlink_gen1":
+    True}}``)."""
     label = str(path)
     source = Path(path).expanduser().resolve()
     doc = _read_yaml(source, label)
@@ -473,7 +475,9 @@ def load_scenario(path: str | Path, overrides: dict | None = None) -> Scenario:
 def _merge(doc: dict, overrides: dict) -> dict:
     out = copy.deepcopy(doc)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -596,6 +600,15 @@ class Scenario:
     label: str = ""
     document: Any = None
     _cache: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_document(cls, document: dict, source_path: str | Path) -> Scenario:
+        """The scenario a whole ``document`` (:attr:`document`) describes, its paths
+        resolving against ``source_path``'s folder as if it were that file's content (how a
+        run's worker gets exactly the caller's scenario, overrides included)."""
+        source = Path(source_path).expanduser().resolve()
+        return cls(spec=_validate(document, str(source_path), source), source_path=source,
+                   label=str(source_path), document=document)
 
     # -- plain values
     @property
