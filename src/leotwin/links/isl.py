@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._arrays import run_starts
+from .._jit import kernel
 from ..constants import EARTH_ROTATION_RAD_S, WGS84_A_KM, WGS84_B_KM
 from ..defaults import default
 from ..frames import light_time_ms
@@ -178,15 +179,45 @@ def isl_feasible(r_ecef_km: np.ndarray, edges: np.ndarray, *, max_range_km: floa
     failed). Returns ``(usable, length_km, delay_ms)`` each ``(n_time, n_edge)``.
     """
     max_range = default("isl_max_range_km") if max_range_km is None else float(max_range_km)
+    margin = default("isl_atmosphere_margin_km") if margin_km is None else float(margin_km)
     r = np.asarray(r_ecef_km, dtype=np.float64)
-    a, b = r[..., edges[:, 0], :], r[..., edges[:, 1], :]
-    length_km = np.linalg.norm(b - a, axis=-1)
-    with np.errstate(invalid="ignore"):
-        usable = (length_km <= max_range) & segment_clears_earth(a, b, margin_km)
-    if valid is not None:
-        v = np.asarray(valid, bool)
-        usable &= v[..., edges[:, 0]] & v[..., edges[:, 1]]
-    return usable, length_km, light_time_ms(length_km)
+    edges = np.asarray(edges, np.int64).reshape(-1, 2)
+    r3 = r.reshape(-1, *r.shape[-2:])  # (time, sat, 3), one time for (n_sat, 3)
+    v = (np.ones(r3.shape[:2], bool) if valid is None
+         else np.broadcast_to(np.asarray(valid, bool).reshape(-1, r3.shape[1]), r3.shape[:2]))
+    usable, length_km = _isl_links(np.ascontiguousarray(r3), edges, np.ascontiguousarray(v),
+                                   max_range, WGS84_A_KM / WGS84_B_KM, WGS84_A_KM + margin)
+    shape = r.shape[:-2] + (edges.shape[0],)
+    length_km = length_km.reshape(shape)
+    return usable.reshape(shape), length_km, light_time_ms(length_km)
+
+
+@kernel
+def _isl_links(r, edges, valid, max_range_km, z_scale, clear_radius_km):
+    """:func:`isl_feasible` in one pass over (time, edge): length, range, both ends valid,
+    and :func:`segment_clears_earth` (the same stretched-sphere test)."""
+    n_t, n_e = r.shape[0], edges.shape[0]
+    usable = np.zeros((n_t, n_e), np.bool_)
+    length = np.empty((n_t, n_e))
+    for k in range(n_t):
+        for e in range(n_e):
+            i, j = edges[e, 0], edges[e, 1]
+            dx = r[k, j, 0] - r[k, i, 0]
+            dy = r[k, j, 1] - r[k, i, 1]
+            dz = r[k, j, 2] - r[k, i, 2]
+            d = np.sqrt(dx * dx + dy * dy + dz * dz)
+            length[k, e] = d
+            if not (d <= max_range_km and valid[k, i] and valid[k, j]):
+                continue
+            ax, ay, az = r[k, i, 0], r[k, i, 1], r[k, i, 2] * z_scale
+            dz = r[k, j, 2] * z_scale - az
+            dd = dx * dx + dy * dy + dz * dz
+            if not dd > 0.0:  # coincident ends: no segment (numpy's 0/0)
+                continue
+            t = min(max(-(ax * dx + ay * dy + az * dz) / dd, 0.0), 1.0)
+            cx, cy, cz = ax + t * dx, ay + t * dy, az + t * dz
+            usable[k, e] = np.sqrt(cx * cx + cy * cy + cz * cz) > clear_radius_km
+    return usable, length
 
 
 def laser_links(positions, *, max_range_km: float | None = None,
