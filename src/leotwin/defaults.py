@@ -34,6 +34,11 @@ DEFAULTS: dict[str, Default] = {
                 _FCC_21_48 + "'operations occurring with a range of 30 km around that [centre] "
                 "altitude'; applied to the element set's mean altitude (semi-major axis minus "
                 "the WGS72 equatorial radius)"),
+        Default("osculating_altitude_margin_km", 30.0, "km",
+                "assumption: the propagated (osculating) geocentric radius of a satellite on "
+                "station swings about its mean by up to ~7 km (eccentricity 0.001) plus J2's "
+                "short-period terms (~10 km); 30 km on top of the operational band keeps every "
+                "such satellite and drops states far off the shell"),
         Default("shell_inclination_tolerance_deg", 0.12, "deg",
                 "assumption: half the 53.0/53.2 deg separation of Gen1 shells 1 and 2, so real "
                 "TLE inclinations (53.05, 53.22) fall in the right shell"),

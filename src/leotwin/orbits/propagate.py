@@ -18,7 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from .._jit import kernel
-from ..constants import WGS72_MU_KM3_S2
+from ..constants import WGS72_MU_KM3_S2, WGS72_RADIUS_KM
 from ..defaults import default
 from ..frames import gmst82_rad, rotate_teme_to_ecef
 from ..timescale import split_julian_date, to_utc_datetime64
@@ -108,7 +108,8 @@ def _propagate_block(constellation: Constellation, sats: slice, jd: np.ndarray, 
     if bad.any():
         out_r[bad] = np.nan
         out_v[bad] = np.nan
-    out_op[...] = operational_mask(constellation, used, out_e, band_km=band_km, sats=sats)
+    out_op[...] = operational_mask(constellation, used, out_e, band_km=band_km, sats=sats,
+                                   r_ecef_km=out_r)
     ns = np.asarray(times, "datetime64[ns]").astype("int64")[:, None]
     out_age[...] = (ns - constellation.elset_epoch.astype("int64")[used]) / 1e9
 
@@ -288,19 +289,31 @@ class _Engine:
 # --------------------------------------------------------------------------- public API
 def operational_mask(constellation: Constellation, elset_index: np.ndarray,
                      error: np.ndarray, *, band_km: float | None = None,
-                     sats: slice | np.ndarray = slice(None)) -> np.ndarray:
+                     sats: slice | np.ndarray = slice(None),
+                     r_ecef_km: np.ndarray | None = None) -> np.ndarray:
     """Per (time, sat): the satellite may serve.
 
     True when SGP4 succeeded and the mean altitude of the element set in use is within
     ``band_km`` (default ``operational_band_km``, FCC 21-48's ±30 km) of the satellite's shell
     centre; orbit-raising and deorbiting satellites fall outside and are excluded.
     ``elset_index`` comes from :func:`nearest_elset_index` (for the satellites ``sats``).
+
+    With the propagated positions ``r_ecef_km`` ``(time, sat, 3)``, the position itself must
+    also be near the shell: geocentric radius minus the WGS72 equatorial radius within
+    ``band_km`` plus ``osculating_altitude_margin_km`` of the centre. An element set
+    propagated weeks before its epoch (a satellite seen only in a later snapshot, perhaps not
+    yet launched) can put a satellite thousands of kilometres off its shell while its mean
+    altitude is in the band.
     """
     band = default("operational_band_km") if band_km is None else float(band_km)
     alt = constellation.elset_mean_altitude_km[elset_index]
     centre = constellation.shell_altitude_km[sats][None, :]
     with np.errstate(invalid="ignore"):
-        return (np.asarray(error) == 0) & (np.abs(alt - centre) <= band)
+        ok = (np.asarray(error) == 0) & (np.abs(alt - centre) <= band)
+        if r_ecef_km is not None:
+            height = np.sqrt((np.asarray(r_ecef_km) ** 2).sum(axis=-1)) - WGS72_RADIUS_KM
+            ok &= np.abs(height - centre) <= band + default("osculating_altitude_margin_km")
+    return ok
 
 
 def _as_times(times) -> np.ndarray:
