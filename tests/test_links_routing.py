@@ -86,6 +86,28 @@ def test_tree_labels():
     label, depth = _tree_labels(pred, marked)
     np.testing.assert_array_equal(depth, [0, 1, 2, 3, 4, 1, 2, 0, 1, 6, 5])
     np.testing.assert_array_equal(label, [-1, -1, 2, 2, 2, 5, 5, -1, -1, 10, 10])
+    with pytest.raises(ValueError, match="cycle"):
+        _tree_labels(np.array([1, 2, 0]), np.zeros(3, bool))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_tree_labels_equal_a_walk_to_the_root(data):
+    n = data.draw(st.integers(1, 40))
+    # A random forest: each node's parent comes earlier in a random order, or none.
+    order = np.array(data.draw(st.permutations(range(n))))
+    pred = np.full(n, -1, np.int64)
+    for k in range(1, n):
+        parent = data.draw(st.integers(-1, k - 1))
+        pred[order[k]] = order[parent] if parent >= 0 else -1
+    marked = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    label, depth = _tree_labels(pred, marked)
+    for v in range(n):
+        path = [v]
+        while pred[path[-1]] >= 0:
+            path.append(pred[path[-1]])
+        assert depth[v] == len(path) - 1
+        assert label[v] == next((u for u in path if marked[u]), -1)
 
 
 @settings(max_examples=40, deadline=None)

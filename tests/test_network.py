@@ -274,10 +274,11 @@ def test_fused_step_equals_the_numpy_schedule_and_causes(data):
                                         max_size=n_term)), np.int64)
             if data.draw(st.booleans()) else None)
     jammers = data.draw(st.booleans())
+    attribution = data.draw(st.booleans())
     sat_ok = ~failed & np.isfinite(actual.delay_ms)
 
-    got = nw._fused_choice(term, sat, el, sat_ok, allowed, prev, failed, variants, jammers,
-                           n_term)
+    got = nw._fused_choice(term, sat, el, sat_ok, allowed, prev, failed,
+                           variants if attribution else None, jammers, n_term)
     groups = nw._groups(term)
     routable = sat_ok[sat] & allowed[term]
     kept_term = kept_row = np.empty(0, np.int64)
@@ -294,6 +295,9 @@ def test_fused_step_equals_the_numpy_schedule_and_causes(data):
     has_rows = np.zeros(n_term, bool)
     has_rows[term] = True
     np.testing.assert_array_equal(got[2], has_rows)
+    if not attribution:  # the schedule only: no causes, no healthy choice
+        assert got[4] is None and got[5] is None
+        return
     np.testing.assert_array_equal(got[3], bits)
     if jammers:
         np.testing.assert_array_equal(got[4], ht)

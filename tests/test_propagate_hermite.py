@@ -90,6 +90,39 @@ def test_rough_sgp4_states_fall_back_to_sgp4(catalog):
     np.testing.assert_array_equal(fast["r_ecef_km"].to_numpy()[:, rough], r[:, rough])
 
 
+def test_rough_intervals_and_workers_do_not_depend_on_the_chunking(catalog):
+    # A satellite with rough intervals gets SGP4 itself at those times only: any chunking
+    # and any number of worker processes give the same states.
+    times = _grid("2022-10-05T10:00:07", 30, 15)
+    whole = propagate(catalog, times, node_step_s=60)
+    for kw in ({"chunk_steps": 5}, {"chunk_steps": 13, "workers": 2}):
+        other = propagate(catalog, times, node_step_s=60, **kw)
+        for name in ("r_ecef_km", "v_ecef_km_s", "error", "operational"):
+            np.testing.assert_array_equal(other[name].to_numpy(), whole[name].to_numpy())
+
+
+def test_a_node_before_a_failing_one_keeps_its_state():
+    # Vallado's 28872 (perigee -51 km) decays ~55 min after epoch: a time on the last good
+    # node is SGP4's state, not the failure of the node after it.
+    from leotwin import load_tle, time_grid
+
+    tle = ("1 28872U 05037B   05333.02012661  .25992681  00000-0  24476-3 0  1534\n"
+           "2 28872  96.4736 157.9986 0303955 244.0492 110.6523 16.46015938 10708\n")
+    con = load_tle(tle)
+    times = time_grid("2005-11-29T00:30Z", "2005-11-29T01:25Z", 60)
+    exact = propagate(con, times)
+    fast = propagate(con, times, node_step_s=60)
+    err = exact["error"].to_numpy()[:, 0]
+    assert err[0] == 0 and err[-1] == 6
+    np.testing.assert_array_equal(fast["error"].to_numpy(), exact["error"].to_numpy())
+    np.testing.assert_array_equal(fast["r_ecef_km"].to_numpy(), exact["r_ecef_km"].to_numpy())
+    # Between nodes, a time next to a failing node takes its failure (never interpolated
+    # through).
+    mid = propagate(con, times[:-1] + np.timedelta64(30, "s"), node_step_s=60)
+    last_good = np.flatnonzero(err == 0)[-1]
+    assert mid["error"].to_numpy()[last_good, 0] == 6
+
+
 def test_node_step_must_be_positive(catalog):
     with pytest.raises(ValueError, match="node_step_s"):
         propagate(catalog, _grid("2022-10-05T10:00:00", 1, 15), node_step_s=0)
@@ -97,7 +130,7 @@ def test_node_step_must_be_positive(catalog):
         sgp4_hermite(catalog, np.arange(3), _grid("2022-10-05T10:00:00", 1, 15), -60)
 
 
-def test_scenario_runs_interpolate_only_finer_steps(tmp_path):
+def test_scenario_runs_interpolate_only_finer_steps():
     from leotwin import load_scenario
     from leotwin.flagship import flagship_path
 

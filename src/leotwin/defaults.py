@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Default] = {
                 "assumption: 240 steps x 4,408 satellites keeps a chunk near 50 MB"),
         Default("propagation_node_step_s", 60.0, "s",
                 "numerical method, not a fact: scenario runs with finer steps run SGP4 every "
-                "60 s and interpolate (cubic Hermite), within ~1 m of SGP4 at every step "
+                "60 s and interpolate (cubic Hermite), within 1.3 m of SGP4 at every step "
                 "(tests/test_propagate_hermite.py)"),
         # --- network (links, routing, scheduling)
         Default("isl_atmosphere_margin_km", 80.0, "km",

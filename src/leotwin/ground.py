@@ -660,7 +660,8 @@ class Ground:
         points 0.1° apart the result is within 2 cm of the meridian midpoint, 1° apart within
         about 2 m), while the height is interpolated linearly. Before its first
         and after its last point a terminal is held there. ``times`` are UTC (ISO text,
-        datetimes or ``datetime64``; a scalar gives ``n_time`` = 1).
+        datetimes or ``datetime64``; a scalar gives ``n_time`` = 1). The arrays are read-only
+        (the last answer of chunk size is kept and handed out again for the same times).
         """
         t_ns = np.atleast_1d(to_utc_datetime64(times)).astype("datetime64[ns]").astype(np.int64)
         # A chunk asks for the same times from several stages (policy, links, capacity,
@@ -671,8 +672,14 @@ class Ground:
         out = self._terminal_positions(t_ns)
         for a in out:
             a.flags.writeable = False
-        object.__setattr__(self, "_positions_memo", (t_ns, out))
+        if t_ns.size * len(self.terminals) <= _POSITIONS_MEMO_MAX:
+            object.__setattr__(self, "_positions_memo", (t_ns, out))
         return out
+
+    def __getstate__(self):  # the kept answer is not part of the ground
+        state = dict(self.__dict__)
+        state.pop("_positions_memo", None)
+        return state
 
     def _terminal_positions(self, t_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n_time, n_term = len(t_ns), len(self.terminals)
@@ -704,6 +711,8 @@ class Ground:
 
 
 _POSITION_CHUNK = 1_000_000  # (time, tracked terminal) pairs interpolated at once
+#: Largest answer (time × terminal) of terminal_positions kept for the next call: a chunk's.
+_POSITIONS_MEMO_MAX = 4_000_000
 
 
 class _Track:

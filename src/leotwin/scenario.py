@@ -636,7 +636,8 @@ class Scenario:
         return resolve(value, self.base_dir)
 
     def override(self, overrides: dict) -> Scenario:
-        """A new scenario with ``overrides`` merged into the document and validated again."""
+        """A new scenario with ``overrides`` merged into the document and validated again
+        (as in :func:`load_scenario`: None removes a key)."""
         doc = _merge(self.document if isinstance(self.document, dict) else
                      self.spec.model_dump(mode="json", exclude_none=True), overrides)
         spec = _validate(doc, self.label or str(self.source_path), self.source_path)
@@ -654,7 +655,7 @@ class Scenario:
         ``times`` (default: :meth:`times`), the way every run of this scenario propagates:
         with steps finer than ``propagation_node_step_s`` (defaults table), SGP4 runs on that
         node grid and is interpolated in between
-        (:func:`~leotwin.orbits.propagate.sgp4_hermite`, within ~1 m of SGP4)."""
+        (:func:`~leotwin.orbits.propagate.sgp4_hermite`, within 1.3 m of SGP4)."""
         from .defaults import default
         from .orbits.propagate import propagate
 

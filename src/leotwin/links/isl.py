@@ -153,6 +153,7 @@ def segment_clears_earth(r_a_km: np.ndarray, r_b_km: np.ndarray,
                          margin_km: float | None = None) -> np.ndarray:
     """True where the straight segment a→b stays above the WGS84 ellipsoid inflated by
     ``margin_km`` (default ``isl_atmosphere_margin_km``). Shapes ``(..., 3)`` → ``(...)``.
+    :func:`isl_feasible` applies the same test in its compiled pass (tested equal).
 
     Stretching z by a/b maps the ellipsoid onto a sphere of radius a, where the closest point
     of a segment to the centre is exact; the margin is applied on that sphere (an error of at
@@ -183,6 +184,8 @@ def isl_feasible(r_ecef_km: np.ndarray, edges: np.ndarray, *, max_range_km: floa
     r = np.asarray(r_ecef_km, dtype=np.float64)
     edges = np.asarray(edges, np.int64).reshape(-1, 2)
     r3 = r.reshape(-1, *r.shape[-2:])  # (time, sat, 3), one time for (n_sat, 3)
+    if edges.size and (edges.min() < 0 or edges.max() >= r3.shape[1]):
+        raise ValueError(f"edges name satellites outside 0..{r3.shape[1] - 1}")
     v = (np.ones(r3.shape[:2], bool) if valid is None
          else np.broadcast_to(np.asarray(valid, bool).reshape(-1, r3.shape[1]), r3.shape[:2]))
     usable, length_km = _isl_links(np.ascontiguousarray(r3), edges, np.ascontiguousarray(v),

@@ -74,6 +74,8 @@ def _tree_labels(pred, marked):
         k = 0
         u = v
         while u >= 0 and depth[u] < 0:
+            if k == n:
+                raise ValueError("pred has a cycle: not a forest")
             path[k] = u
             k += 1
             u = pred[u]

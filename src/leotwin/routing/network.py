@@ -10,11 +10,12 @@ as long as it still has a path. Capacity is allocated per cell and beam afterwar
 
 Time steps are processed in a loop because the schedule carries state from one step to the
 next (the serving satellite, handovers) and each step needs its own graph; everything inside a
-step is vectorized over satellites, gateways and terminals. Link geometry is computed for
-several steps at once where that is cheaper: laser links per 30-step chunk, feeder and user
-links per sub-chunk of about 100,000 candidate pairs (cache-resident; one satellite KD-tree
-for both), and the shortest-path graph is assembled from a topology sorted once per run
-(:class:`leotwin.routing.graph.StepGraph`).
+step is vectorized over satellites, gateways and terminals, or one compiled pass over them
+(:mod:`leotwin._jit`: a step's schedule and causes, each gateway's antennas). Link geometry
+is computed for several steps at once where that is cheaper: laser links per 30-step chunk,
+feeder and user links per sub-chunk of about 100,000 candidate pairs (cache-resident; one
+satellite KD-tree for both), and the shortest-path graph is assembled from a topology sorted
+once per run (:class:`leotwin.routing.graph.StepGraph`).
 
 With attribution, a step needs routes with and without its failures and outages. Variants
 that coincide are computed once: without failures or outages at the step all four are one;
