@@ -168,21 +168,34 @@ def chunk_bounds(n_steps: int, chunk_steps: int) -> list[tuple[int, int]]:
 _sha256 = sha256_file
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Timed:
+    """How a task ran (not part of the result): its wall and CPU seconds, the process that
+    ran it and that process's peak RSS so far."""
+
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    pid: int = 0
+    peak_rss_mib: float = 0.0
+
+
+def _timed(t0: float, cpu0: float) -> dict:
+    """:class:`_Timed` fields of a task started at ``perf_counter() == t0`` and
+    ``process_time() == cpu0``."""
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0,
+            "pid": os.getpid(), "peak_rss_mib": _peak_rss_mib()}
+
+
 @dataclass(frozen=True)
-class ChunkDone:
+class ChunkDone(_Timed):
     """A written chunk: its index, the SHA-256 of its chunk and state files, and the state at
-    its end (``PolicyState.to_dict()``, small: what a Dask task hands to the next one)."""
+    its end (``PolicyState.to_dict()``, small: what a Dask task hands to the next one), and
+    how :func:`run_chunk` (or the merge) ran."""
 
     k: int
     chunk_sha256: str
     state_sha256: str
     state: dict
-    #: How the chunk ran (not part of the result): wall and CPU seconds of
-    #: :func:`run_chunk`, the process that ran it and that process's peak RSS so far.
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
-    pid: int = 0
-    peak_rss_mib: float = 0.0
     #: Terminal partitions the chunk was computed in (1: whole); then the timings above are
     #: the merge's, each partition's are in ``part_seconds``.
     partitions: int = 1
@@ -211,7 +224,10 @@ def _write_atomic(target: Path, write: Callable[[Path], None]) -> None:
     os.replace(tmp, target)  # atomic: a killed run never leaves a half file behind
 
 
-def _start_state(start, ids: np.ndarray) -> PolicyState:
+def _start_state(start, ids: np.ndarray, k: int) -> PolicyState:
+    """Chunk ``k``'s start state from what a task was given (see :func:`run_chunk`)."""
+    if start is None and k > 0:
+        raise ValueError(f"chunk {k}: the policy state at its start (chunk {k - 1}'s) is needed")
     if start is None:
         return PolicyState.initial(ids)
     if isinstance(start, ChunkDone):
@@ -296,13 +312,10 @@ def run_chunk(scenario_path: str, document_json: str, digest: str, k: int, out_d
     t0, cpu0 = time.perf_counter(), time.process_time()
     sc, con, ground, policy, faults = _worker_inputs(scenario_path, document_json, digest)
     ids = ground.terminals["terminal"].astype(str).to_numpy()
-    if start is None and k > 0:
-        raise ValueError(f"chunk {k}: the policy state at its start (chunk {k - 1}'s) is needed")
     phase, state, window = _simulate_window(sc, con, ground, policy, faults, k,
-                                            _start_state(start, ids))
+                                            _start_state(start, ids, k))
     *sums, state = _finish_chunk(sc, ground, policy, k, out_dir, phase, state, window)
-    return ChunkDone(k, *sums, state.to_dict(), time.perf_counter() - t0,
-                     time.process_time() - cpu0, os.getpid(), _peak_rss_mib())
+    return ChunkDone(k, *sums, state.to_dict(), **_timed(t0, cpu0))
 
 
 # ----------------------------------------------------------------------------- partitions
@@ -313,7 +326,7 @@ PARTITION_ENV = "LEOTWIN_PARTITION_TERMINALS"
 
 
 @dataclass(frozen=True)
-class PartDone:
+class PartDone(_Timed):
     """A computed terminal partition of a chunk: its file holds the partition's per-terminal
     phase (:class:`~leotwin.analytics.simulate.TerminalPhase`); ``state`` its terminals'
     policy state at the chunk's end, before the chunk's usage."""
@@ -321,10 +334,6 @@ class PartDone:
     k: int
     p: int
     state: dict
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
-    pid: int = 0
-    peak_rss_mib: float = 0.0
 
 
 def partition_bounds(n_term: int, partition_terminals: int | None) -> list[tuple[int, int]]:
@@ -369,19 +378,16 @@ def run_partition(scenario_path: str, document_json: str, digest: str, k: int, p
     t0, cpu0 = time.perf_counter(), time.process_time()
     sc, con, ground, policy, faults = _worker_inputs(scenario_path, document_json, digest)
     ids = ground.terminals["terminal"].astype(str).to_numpy()
-    if start is None and k > 0:
-        raise ValueError(f"chunk {k}: the policy state at its start (chunk {k - 1}'s) is needed")
     a, b = partition_bounds(ids.size, partition_terminals)[p]
     phase, state, _ = _simulate_window(sc, con, _ground_part(ground, a, b), policy, faults, k,
-                                       _state_part(_start_state(start, ids), a, b))
+                                       _state_part(_start_state(start, ids, k), a, b))
 
     def save(path: Path) -> None:
         with open(path, "wb") as f:
             phase.save(f)
 
     _write_atomic(Path(out_dir) / CHUNK_DIR / PART_FILE.format(k=k, p=p), save)
-    return PartDone(k, p, state.to_dict(), time.perf_counter() - t0,
-                    time.process_time() - cpu0, os.getpid(), _peak_rss_mib())
+    return PartDone(k, p, state.to_dict(), **_timed(t0, cpu0))
 
 
 def merge_partitions(scenario_path: str, document_json: str, digest: str, k: int,
@@ -406,9 +412,8 @@ def merge_partitions(scenario_path: str, document_json: str, digest: str, k: int
     *sums, state = _finish_chunk(sc, ground, policy, k, out_dir, phase, state, times[a:b])
     for f in files:
         f.unlink(missing_ok=True)
-    return ChunkDone(k, *sums, state.to_dict(), time.perf_counter() - t0,
-                     time.process_time() - cpu0, os.getpid(), _peak_rss_mib(), len(parts),
-                     tuple(d.seconds for d in parts))
+    return ChunkDone(k, *sums, state.to_dict(), len(parts), tuple(d.seconds for d in parts),
+                     **_timed(t0, cpu0))
 
 
 def _long_table(result: xr.Dataset, codes: dict | None = None) -> pd.DataFrame:
