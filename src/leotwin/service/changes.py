@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -32,7 +31,6 @@ from typing import Annotated
 import numpy as np
 from fastapi import Header
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from .._common import as_utc
 from ..policy.engine import check_overlaps
@@ -40,8 +38,7 @@ from ..policy.errors import PolicyError
 from ..policy.models import Policy, PolicyVersion
 from ..policy.preview import Preview
 from ..policy.preview import guarded_preview as domain_guarded_preview
-from ..store import ApprovalError, StaleVersion, User
-from ..store.models import PolicyChangeRow
+from ..store import ApprovalError, StaleVersion, TooManyPendingChanges, User
 from .deps import tenant
 from .problems import ErrorItem, ProblemError, policy_error_item
 from .schemas import PreviewPublic
@@ -55,9 +52,6 @@ RESOURCE_STEP_S = 3600.0
 MAX_PREVIEW_STEPS = 20_000
 #: A pending change may be approved and used within this time.
 APPROVAL_TTL = timedelta(hours=24)
-# Counting a user's pending changes and adding one is a read then a write: one at a time in
-# this process, so concurrent refusals cannot both pass the limit.
-_PENDING_LOCK = threading.Lock()
 
 
 def _dt(value: np.datetime64) -> datetime:
@@ -225,19 +219,6 @@ def max_pending_changes(state: ServiceState) -> int:
     return int(state.settings.max_pending_changes_per_user)
 
 
-def pending_changes(state: ServiceState, author: str) -> list[tuple[str, str, int | None]]:
-    """``(id, policy_sha256, base_version)`` of ``author``'s pending changes (not approved,
-    not used, not expired), oldest first; one query."""
-    now = datetime.now(UTC)
-    c = PolicyChangeRow
-    q = (select(c.id, c.policy_sha256, c.base_version)
-         .where(c.author == author, c.approved_at.is_(None), c.used_at.is_(None),
-                c.expires_at > now)
-         .order_by(c.created_at, c.id))
-    with state.store.reader.connect() as conn:
-        return [(r.id, r.policy_sha256, r.base_version) for r in conn.execute(q)]
-
-
 def _refuse(state: ServiceState, user: User, p: Preview, sha: str, base_version: int | None,
             reason: str, why: str) -> ProblemError:
     """Store the change as pending (or reuse the same pending change) and build its 409
@@ -245,28 +226,24 @@ def _refuse(state: ServiceState, user: User, p: Preview, sha: str, base_version:
     public = preview_public(p)
     shown = public if tenant(user) is None else preview_public(p, account=tenant(user))
     limit = max_pending_changes(state)
-    with _PENDING_LOCK:
-        pending = pending_changes(state, user.name)
-        same = next((cid for cid, psha, base in pending
-                     if psha == sha and base == base_version), None)
-        if same is None and len(pending) >= limit:
-            ids = [cid for cid, _, _ in pending]
-            log.info("change by %s refused: %d pending changes (limit %d)", user.name,
-                     len(pending), limit)
-            return ProblemError(
-                409, f"change refused: {why}; and {user.name!r} already has {len(pending)} "
-                f"pending changes awaiting approval, at most {limit} per user "
-                "(max_pending_changes_per_user, LEOTWIN_MAX_PENDING_CHANGES_PER_USER): wait "
-                f"until one is approved or expires ({APPROVAL_TTL.total_seconds() / 3600:g} h "
-                f"after its creation). Pending: {', '.join(ids)}",
-                title="Too many pending changes",
-                type_="urn:leotwin:problem:too-many-pending-changes", limit=limit,
-                pending=len(pending), pending_change_ids=ids,
-                preview=shown.model_dump(mode="json"))
-        if same is None:
-            same = state.store.create_policy_change(
-                author=user.name, base_version=base_version, policy_sha256=sha, reason=reason,
-                preview_json=public.model_dump_json(), ttl=APPROVAL_TTL).id
+    try:
+        same = state.store.create_policy_change(
+            author=user.name, base_version=base_version, policy_sha256=sha, reason=reason,
+            preview_json=public.model_dump_json(), ttl=APPROVAL_TTL, max_pending=limit).id
+    except TooManyPendingChanges as exc:
+        ids = exc.pending
+        log.info("change by %s refused: %d pending changes (limit %d)", user.name,
+                 len(ids), limit)
+        return ProblemError(
+            409, f"change refused: {why}; and {user.name!r} already has {len(ids)} "
+            f"pending changes awaiting approval, at most {limit} per user "
+            "(max_pending_changes_per_user, LEOTWIN_MAX_PENDING_CHANGES_PER_USER): wait "
+            f"until one is approved or expires ({APPROVAL_TTL.total_seconds() / 3600:g} h "
+            f"after its creation). Pending: {', '.join(ids)}",
+            title="Too many pending changes",
+            type_="urn:leotwin:problem:too-many-pending-changes", limit=limit,
+            pending=len(ids), pending_change_ids=ids,
+            preview=shown.model_dump(mode="json"))
     log.info("change by %s needs an approval: pending change %s", user.name, same)
     return ProblemError(
         409, f"change refused: {why}; a second user may approve pending change {same} "

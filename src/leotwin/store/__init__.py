@@ -13,9 +13,10 @@ from .repository import (
     RunRecord,
     StaleVersion,
     Store,
+    TooManyPendingChanges,
     User,
     audit_hash,
 )
 
 __all__ = ["ApiToken", "ApprovalError", "AuditEntry", "AuditReport", "PolicyChange", "RunRecord",
-           "StaleVersion", "Store", "User", "audit_hash"]
+           "StaleVersion", "Store", "TooManyPendingChanges", "User", "audit_hash"]

@@ -176,6 +176,16 @@ class StaleVersion(RuntimeError):
     """A policy change was computed against a version that is no longer the latest."""
 
 
+class TooManyPendingChanges(RuntimeError):
+    """An author already holds the most pending changes allowed (``pending``: their ids,
+    oldest first)."""
+
+    def __init__(self, author: str, limit: int, pending: list[str]):
+        super().__init__(f"{author!r} already has {len(pending)} pending changes (at most "
+                         f"{limit})")
+        self.author, self.limit, self.pending = author, limit, pending
+
+
 @dataclass(frozen=True)
 class ApiToken:
     """A stored API token (never the token itself: only its hash is kept)."""
@@ -787,10 +797,27 @@ class Store:
     # -- pending policy changes (approvals) ------------------------------------------------
     def create_policy_change(self, *, author: str, base_version: int | None,
                              policy_sha256: str, reason: str, preview_json: str,
-                             ttl: timedelta) -> PolicyChange:
-        """Store a change that needs an approval; its id is random and unguessable."""
+                             ttl: timedelta, max_pending: int | None = None) -> PolicyChange:
+        """Store a change that needs an approval; its id is random and unguessable.
+
+        With ``max_pending``: the author's pending change for the same policy (SHA-256 and
+        base version) is returned instead of a new one, and a new one beyond ``max_pending``
+        pending changes of the author raises :class:`TooManyPendingChanges` — counted and
+        written in the same serialised write transaction, so concurrent requests, in any
+        process, cannot both pass the limit."""
         now = datetime.now(UTC)
         with self._write() as s:
+            if max_pending is not None:
+                c = PolicyChangeRow
+                rows = s.execute(select(c).where(c.author == author, c.used_at.is_(None))
+                                 .order_by(c.created_at, c.id)).scalars()
+                pending = [r for r in map(_change_record, rows) if r.status(now) == "pending"]
+                same = next((r for r in pending if r.policy_sha256 == policy_sha256
+                             and r.base_version == base_version), None)
+                if same is not None:
+                    return same
+                if len(pending) >= max_pending:
+                    raise TooManyPendingChanges(author, max_pending, [r.id for r in pending])
             row = PolicyChangeRow(id=secrets.token_urlsafe(18), author=author, created_at=now,
                                   expires_at=now + ttl, base_version=base_version,
                                   policy_sha256=policy_sha256, reason=reason,
