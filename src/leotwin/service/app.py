@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -25,7 +26,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..config import Settings, get_settings
-from ..policy.engine import explain_at
 from ..store import Store
 from .problems import PROBLEM_JSON, ProblemError, install_handlers, problem_response
 from .results import ResultCache
@@ -111,9 +111,10 @@ def _openapi(app: FastAPI):
 def warm_up(state: ServiceState) -> None:
     """Pay the one-time costs before the first request instead of in it: parse the policy
     history and compile the latest version's zones (country borders, geofences, contracts:
-    ~0.5 s cold) by explaining one of its terminals now. Nothing is cached per instant, so no
-    later answer comes from this call; a failure is logged, never fatal (the first request
-    then pays, or reports the problem)."""
+    ~0.5 s cold) by explaining one of its terminals now, the way a request does
+    (:meth:`~leotwin.service.state.ExplainCache.answer`; its one answer, for this instant,
+    is as valid as any). A failure is logged, never fatal (the first request then pays, or
+    reports the problem)."""
     t0 = time.perf_counter()
     try:
         history = state.policy.history()
@@ -124,8 +125,8 @@ def warm_up(state: ServiceState) -> None:
                      if t.lat_deg is not None and t.lon_deg is not None), None)
         state.explain.terminals(version)
         if term is not None:
-            explain_at(history, term.id, datetime.now(UTC).replace(tzinfo=None),
-                       (term.lat_deg, term.lon_deg))
+            state.explain.answer(version, term,
+                                 np.datetime64(datetime.now(UTC).replace(tzinfo=None), "ns"))
     except Exception:
         log.warning("warming the policy caches failed", exc_info=True)
         return

@@ -61,12 +61,6 @@ class PolicyCache:
                 _freeze_if_large(cur)
             return cur
 
-    def cached_history(self, latest: int | None) -> PolicyHistory | None:
-        """The cached history if it ends at version ``latest`` (no parsing), else None."""
-        h = self._history
-        return h if h is not None and latest is not None and h.versions[-1].version == latest \
-            else None
-
     def history(self) -> PolicyHistory | None:
         latest = self.store.latest_version()
         with self._lock:

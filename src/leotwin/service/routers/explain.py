@@ -43,9 +43,7 @@ def explain_terminal(terminal: str, user: CurrentUser, state: StateDep,
     at = _utc(at) or datetime.now(UTC)
     as_of = _utc(as_of)
     # One indexed query per request: a version recorded by another process is seen at once.
-    history = state.policy.cached_history(state.store.latest_version())
-    if history is None:
-        history = state.policy.history()
+    history = state.policy.history()
     if history is None:
         raise not_found("policy (no version recorded yet)")
     version = history.at(as_of)  # PolicyError (422, field as_of) before the first version
