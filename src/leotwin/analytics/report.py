@@ -59,7 +59,14 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .intervals import _step_durations_s
-from .runio import iter_timeline, read_manifest, read_run, run_step_hours, timeline_rows
+from .runio import (
+    AGGREGATE_FILES,
+    iter_timeline,
+    read_manifest,
+    read_run,
+    run_step_hours,
+    timeline_rows,
+)
 from .simulate import PRIMARY_ORDER
 from .states import STATES, cause_labels, timeline_states
 
@@ -186,9 +193,14 @@ class _TimelineAggregates:
         # causes and dish states
         has = (c_name != "")[c_code]
         n_c = c_name.size
-        _, unserved_h = per_code(c_code, n_c, np.flatnonzero(has & ~served))
-        _, degraded_h = per_code(c_code, n_c, np.flatnonzero(has & served))
-        steps, cause_h = per_code(c_code, n_c, np.flatnonzero(has))
+        # one count per (cause, served, step); unserved, degraded and both weighted apart
+        rows = np.flatnonzero(has)
+        by_step = np.bincount((c_code[rows] * 2 + served[rows]) * times.size + t_idx[rows],
+                              minlength=n_c * 2 * times.size).reshape(n_c, 2, times.size)
+        both = by_step.sum(axis=1)
+        steps, cause_h = both.sum(axis=1), both @ step_h
+        unserved_h = np.ascontiguousarray(by_step[:, 0]) @ step_h
+        degraded_h = np.ascontiguousarray(by_step[:, 1]) @ step_h
         used = np.flatnonzero(steps)
         self._causes.append(pd.DataFrame({
             "cause": c_name[used], "steps": steps[used], "unserved": unserved_h[used],
@@ -326,7 +338,7 @@ def report_tables_streamed(run_dir: str | Path, manifest: dict[str, Any] | None 
         raise ValueError(f"{root}: the run's timeline is empty; nothing to report")
     order = list(manifest.get("primary_order") or PRIMARY_ORDER)
     folded = manifest.get("aggregates") or {}
-    if set(folded) >= {"availability", "rules", "causes", "dish_states"} and all(
+    if set(folded) >= set(AGGREGATE_FILES) and all(
             (root / f).is_file() for f in folded.values()):
         # folded while the run was written (RunWriter): no second pass over the timeline
         agg = _Folded(order, {name: pd.read_parquet(root / f) for name, f in folded.items()})

@@ -86,8 +86,6 @@ TIMELINE_COLUMNS = ("time", "terminal", "account", "served", "throughput_mbps", 
 #: stores them dictionary-encoded anyway.
 _STRING_COLUMNS = ("terminal", "account", "gateway", "cause", "rule", "dish_state")
 _DICT = pa.dictionary(pa.int32(), pa.string())
-#: What the report's timeline tables are folded from.
-_REPORT_COLUMNS = ("time", "terminal", "served", "cause", "rule", "dish_state")
 #: Arrow schema of ``timeline.parquet`` as read back: the string columns are plain strings
 #: (the file carries no Arrow schema, so readers never see them as dictionaries/categoricals).
 TIMELINE_SCHEMA = pa.schema([
@@ -207,8 +205,9 @@ class RunWriter:
         self._contracts = ContractAccumulator(self.terminals["lat_deg"].to_numpy(),
                                               self.terminals["lon_deg"].to_numpy(), accounts,
                                               self.contracts) if self.contracts else None
-        from .report import _TimelineAggregates  # report builds on runio: import here
+        from .report import _AGG_COLUMNS, _TimelineAggregates  # report builds on runio
 
+        self._report_columns = list(_AGG_COLUMNS)  # what the report's tables are folded from
         self._report = _TimelineAggregates(list(PRIMARY_ORDER))
         self._tmp = out / (RUN_FILES["timeline"] + ".tmp")
         # store_schema=False: readers get the string columns as strings (TIMELINE_SCHEMA),
@@ -268,7 +267,7 @@ class RunWriter:
         self._usage.add(times, grid("throughput_mbps").astype(np.float64), dur_s)
         if self._contracts is not None:
             self._contracts.add(times, served, dur_s)
-        self._report.add(table.select(list(_REPORT_COLUMNS)).to_pandas(),
+        self._report.add(table.select(self._report_columns).to_pandas(),
                          np.repeat(dur_s / 3600.0, n_term))
         self._writer.write_table(table)
         if self._first is None:
