@@ -231,18 +231,13 @@ def _country_zones(countries: list[str]) -> _SharedZones:
     return _ZONES.get(("countries", tuple(countries)), build)
 
 
-def _fence_zones(fences: Sequence[Geofence]) -> _SharedZones:
-    key = ("geofences", tuple(_geometry_key(g, g.geometry) for g in fences))
+def _zones(items: Sequence, attr: str, field: str) -> _SharedZones:
+    """The compiled zones of ``items``' geometry attribute ``attr`` (geofences' ``geometry``,
+    contracts' ``covered_area``; ``field``: its name in errors), shared by content."""
+    key = (field.partition(".")[0], tuple(_geometry_key(x, getattr(x, attr)) for x in items))
     return _ZONES.get(key, lambda: [
-        parse_geometry(g.geometry, source="policy", feature=k, field="geofences.geometry")
-        for k, g in enumerate(fences)])
-
-
-def _contract_zones(contracts: Sequence) -> _SharedZones:
-    key = ("contracts", tuple(_geometry_key(c, c.covered_area) for c in contracts))
-    return _ZONES.get(key, lambda: [
-        parse_geometry(c.covered_area, source="policy", feature=k,
-                       field="contracts.covered_area") for k, c in enumerate(contracts)])
+        parse_geometry(getattr(x, attr), source="policy", feature=k, field=field)
+        for k, x in enumerate(items)])
 
 
 def _positions(positions, times, n_term):
@@ -592,11 +587,11 @@ def _decide(policy, terminals, times, positions_of_terminals, *, as_of, used_gb,
         return c_member[:, [c_col[c] for c in codes]].any(axis=1)
 
     fences = pol.geofences
-    f_member = _fence_zones(fences).contains(p_lat, p_lon) if fences else np.zeros(
-        (p_lat.size, 0), bool)
+    f_member = (_zones(fences, "geometry", "geofences.geometry").contains(p_lat, p_lon)
+                if fences else np.zeros((p_lat.size, 0), bool))
     contracts = pol.contracts
-    k_member = _contract_zones(contracts).contains(p_lat, p_lon) if contracts else np.zeros(
-        (p_lat.size, 0), bool)
+    k_member = (_zones(contracts, "covered_area", "contracts.covered_area").contains(p_lat, p_lon)
+                if contracts else np.zeros((p_lat.size, 0), bool))
 
     # Speeds from positions when not given (ground speed between steps).
     if speed_kmh is None:
