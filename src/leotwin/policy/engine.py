@@ -825,7 +825,7 @@ def explain_at(policy: Policy | PolicyHistory, terminal: str, at, position, *,
     the roaming count starts at this step, as in any one-step ``decide``)."""
     lat, lon = (np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in position)
     d = _decide(policy, [terminal], at, (lat, lon), as_of=as_of, used_gb=None,
-                speed_kmh=None, chunk_steps=720, state=None, return_state=False)
+                speed_kmh=None, chunk_steps=1, state=None, return_state=False)
     if d.times.size != 1:
         raise PolicyError("explain_at decides one instant", source="explain", field="at")
     r = int(d.rule[0, 0])
