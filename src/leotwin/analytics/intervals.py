@@ -193,11 +193,12 @@ class _Found:
                      ("term", "start_ns", "end_ns", "cause", "rule")))
 
 
-def _find(t: np.ndarray, ids: np.ndarray, u: np.ndarray, keys: dict, dur_s: np.ndarray
-          ) -> _Found:
+def _find(t: np.ndarray, ids: np.ndarray, u: np.ndarray, keys: dict, dur_s: np.ndarray,
+          order: np.ndarray | None = None) -> _Found:
     """The core of :func:`outage_intervals` on checked inputs (``keys``: name → (grid,
-    names) from :func:`_key`), sorted by terminal id then start."""
-    order = np.argsort(ids, kind="stable")
+    names) from :func:`_key`), sorted by terminal id then start (``order``: the terminals
+    sorted by id, ``np.argsort(ids, kind="stable")``, when the caller has it)."""
+    order = np.argsort(ids, kind="stable") if order is None else order
     n_time = t.size
     row = max(n_time, 1)
     # (terminal, time) order with terminals sorted by id: flat order is the output order
@@ -356,7 +357,7 @@ class IntervalAccumulator:
         t, u, keys, dur_s = _checked(times, self.terminals, unserved, cause, rule, step_s)
         if t.size == 0:
             return
-        iv = _find(t, self.terminals, u, keys, dur_s)
+        iv = _find(t, self.terminals, u, keys, dur_s, self._by_rank)
         end = int(t[-1].astype("int64")) + int(round(float(step_s) * 1e9))
         old = self._open
         if len(old) and self._end == int(t[0].astype("int64")):
